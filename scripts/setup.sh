@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the service and its tests need into the project's venv (.venv), from PyPI only.
+#   scripts/setup.sh runtime   ONNX Runtime (the shared library the Rust service loads)
+#   scripts/setup.sh dev       runtime + training stack (torch, CPU by default) + test tools
+# Idempotent: a stamp file per requirements file skips pip when nothing changed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+what=${1:-runtime}
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+  .venv/bin/pip install --quiet --upgrade pip
+fi
+install() { # $1 = requirements file
+  local req=$1 stamp=".venv/.stamp-$(basename "$1")"
+  if [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then return 0; fi
+  echo "setup: pip install -r $req" >&2
+  .venv/bin/pip install --quiet -r "$req"
+  cp "$req" "$stamp"
+}
+install requirements/runtime.txt
+if [ "$what" = dev ]; then
+  install requirements/dev.txt
+fi
