@@ -1,1 +1,46 @@
-fn main() {}
+//! `crossl-serve` binary: `serve` runs the service, `replay` streams recorded data to one.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Streaming human-activity recognition service for CroSSL models.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (HTTP/WebSocket, gRPC and metrics listeners).
+    Serve(crossl_serve::config::ServeArgs),
+    /// Stream DSADS recordings to a running service.
+    Replay(crossl_serve::replay::ReplayArgs),
+}
+
+fn init_tracing(json: bool) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_json);
+            crossl_serve::app::serve(args, crossl_serve::signal::shutdown_signal()).await
+        }
+        Command::Replay(args) => {
+            init_tracing(false);
+            crossl_serve::replay::run(args).await
+        }
+    }
+}

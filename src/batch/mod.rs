@@ -1,0 +1,1 @@
+//! Bounded window queue and the batcher actor.

@@ -1,0 +1,164 @@
+//! Command-line / environment configuration of `crossl-serve serve`. Every flag has an env var
+//! (`CROSSL_*`) and a documented default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which ONNX Runtime execution provider the sessions use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProviderChoice {
+    /// CPU only.
+    Cpu,
+    /// CUDA; a startup error when it cannot be used.
+    Cuda,
+    /// CUDA when it can be used, else CPU (logged and reported, never silent).
+    Auto,
+}
+
+/// Flags of `crossl-serve serve`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Model folder holding model.json + model.onnx (see docs/model-contract.md).
+    #[arg(long, env = "CROSSL_MODEL", default_value = "models/crossl-dsads")]
+    pub model: PathBuf,
+
+    /// ONNX Runtime shared library (libonnxruntime.so). Unset: the first
+    /// `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*` under the working directory.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib_path: Option<PathBuf>,
+
+    /// HTTP listener: REST API, KServe v2, WebSocket, health, OpenAPI.
+    #[arg(long, env = "CROSSL_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// gRPC listener.
+    #[arg(long, env = "CROSSL_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Prometheus `/metrics` listener (kept off the public port).
+    #[arg(long, env = "CROSSL_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Execution provider: cpu, cuda (error if unavailable) or auto (cuda, else cpu, reported).
+    #[arg(
+        long,
+        env = "CROSSL_EXECUTION_PROVIDER",
+        value_enum,
+        default_value = "cpu"
+    )]
+    pub execution_provider: ExecutionProviderChoice,
+
+    /// Inference worker threads; each owns one ONNX Runtime session.
+    #[arg(long, env = "CROSSL_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+
+    /// Intra-op threads per session (0 = ONNX Runtime's default).
+    #[arg(long, env = "CROSSL_INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Largest batch handed to a session.
+    #[arg(long, env = "CROSSL_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+
+    /// How long the batcher waits for more windows after the first one of a batch, in milliseconds.
+    #[arg(long, env = "CROSSL_MAX_BATCH_DELAY_MS", default_value_t = 3)]
+    pub max_batch_delay_ms: u64,
+
+    /// Capacity of the window queue in front of the batcher; a full queue sheds new windows.
+    #[arg(long, env = "CROSSL_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// Windows waiting longer than this (ms) before their batch runs are dropped.
+    #[arg(long, env = "CROSSL_WINDOW_DEADLINE_MS", default_value_t = 2000)]
+    pub window_deadline_ms: u64,
+
+    /// Warm-up runs per session before the service reports ready.
+    #[arg(long, env = "CROSSL_WARMUP_RUNS", default_value_t = 2)]
+    pub warmup_runs: usize,
+
+    /// Hop between streaming windows in milliseconds (default: the manifest's recommended_hop_seconds).
+    #[arg(long, env = "CROSSL_HOP_MS")]
+    pub hop_ms: Option<u64>,
+
+    /// A window closes at the latest this long (ms, server clock) after its end time.
+    #[arg(long, env = "CROSSL_LATENESS_MS", default_value_t = 500)]
+    pub lateness_ms: u64,
+
+    /// Fraction of a modality's window grid that must be covered for it to count as present.
+    #[arg(long, env = "CROSSL_MIN_COVERAGE", default_value_t = 0.8)]
+    pub min_coverage: f64,
+
+    /// Gaps up to this many sample periods between received samples are filled by linear interpolation.
+    #[arg(long, env = "CROSSL_MAX_GAP_SAMPLES", default_value_t = 2.0)]
+    pub max_gap_samples: f64,
+
+    /// A modality not heard from for this long (ms) stops holding windows open.
+    #[arg(long, env = "CROSSL_MODALITY_STALE_MS", default_value_t = 5000)]
+    pub modality_stale_ms: u64,
+
+    /// Devices silent for this long (seconds) are evicted.
+    #[arg(long, env = "CROSSL_DEVICE_IDLE_TIMEOUT_S", default_value_t = 300)]
+    pub device_idle_timeout_s: u64,
+
+    /// Most devices tracked at once; new ones beyond it are refused.
+    #[arg(long, env = "CROSSL_MAX_DEVICES", default_value_t = 10_000)]
+    pub max_devices: usize,
+
+    /// Most samples (rows) in one chunk.
+    #[arg(long, env = "CROSSL_MAX_CHUNK_SAMPLES", default_value_t = 4096)]
+    pub max_chunk_samples: usize,
+
+    /// A device sending faster than this multiple of a modality's rate (sustained) is rate-limited.
+    #[arg(long, env = "CROSSL_RATE_LIMIT_FACTOR", default_value_t = 10.0)]
+    pub rate_limit_factor: f64,
+
+    /// Period of the background task that closes windows by lateness and evicts idle devices (ms).
+    #[arg(long, env = "CROSSL_TICK_MS", default_value_t = 50)]
+    pub tick_ms: u64,
+
+    /// Largest HTTP request body in bytes.
+    #[arg(long, env = "CROSSL_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Predictions kept per device for `/v1/devices/{id}/predictions`.
+    #[arg(long, env = "CROSSL_HISTORY_LEN", default_value_t = 256)]
+    pub history_len: usize,
+
+    /// Capacity of the live prediction feed; slower subscribers skip (and count) what they missed.
+    #[arg(long, env = "CROSSL_FEED_CAPACITY", default_value_t = 4096)]
+    pub feed_capacity: usize,
+
+    /// How long shutdown waits for queued windows and in-flight batches (ms).
+    #[arg(long, env = "CROSSL_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Log as JSON lines instead of human-readable text (filter with RUST_LOG).
+    #[arg(long, env = "CROSSL_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+    // ---- ingest owner section (auth, TLS, frame sizes): add flags below this line ----
+}
+
+impl ServeArgs {
+    /// Defaults for every flag not set through its env var (tests start from this).
+    pub fn defaults() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        Wrapper::parse_from(["crossl-serve"]).args
+    }
+
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_millis(self.max_batch_delay_ms)
+    }
+    pub fn window_deadline(&self) -> Duration {
+        Duration::from_millis(self.window_deadline_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}

@@ -1,0 +1,1 @@
+//! Inference backends and the worker threads that own them.

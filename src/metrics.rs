@@ -1,0 +1,288 @@
+//! Every Prometheus metric family of the service, in one registry owned by one struct. Names are in base
+//! units, counters end in `_total`, everything starts with `crossl_`, and no label carries a device id.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, 100 µs … 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// All metric families. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Sensor samples (rows) accepted, by transport and modality.
+    pub samples_received: IntCounterVec,
+    /// Chunks accepted, by transport.
+    pub chunks_received: IntCounterVec,
+    /// Chunks refused, by transport and reason (see `Error::reason`).
+    pub chunks_rejected: IntCounterVec,
+    /// One-window predict requests, by transport.
+    pub predict_requests: IntCounterVec,
+    /// One-window predict requests refused, by transport and reason.
+    pub predict_rejected: IntCounterVec,
+    /// Samples the window assembler dropped, by reason (late, duplicate, clock_jump).
+    pub samples_dropped: IntCounterVec,
+    /// Window policy events, by event (clock_jump, rate_mismatch).
+    pub window_events: IntCounterVec,
+    /// Streaming windows closed and sent to the batcher.
+    pub windows_emitted: IntCounter,
+    /// Number of absent modalities per emitted window.
+    pub windows_absent_modalities: Histogram,
+    /// Windows dropped before inference, by reason (queue_full, deadline, shutdown, inference_error).
+    pub windows_shed: IntCounterVec,
+    /// Predictions produced (streaming and one-window).
+    pub predictions: IntCounter,
+    /// Failed session runs.
+    pub inference_errors: IntCounter,
+    /// Windows per session run.
+    pub batch_size: Histogram,
+    /// Time a window waited in the queue before its batch ran.
+    pub queue_wait_seconds: Histogram,
+    /// Session run time per batch.
+    pub inference_seconds: Histogram,
+    /// Window close (or request arrival) to prediction ready, by path (stream, predict).
+    pub end_to_end_latency_seconds: HistogramVec,
+    /// Devices with window state.
+    pub active_devices: IntGauge,
+    /// Devices evicted for being idle.
+    pub devices_evicted: IntCounter,
+    /// Live-feed items a slow subscriber skipped, by transport.
+    pub feed_lagged: IntCounterVec,
+    /// 1 when ready to serve.
+    pub ready: IntGauge,
+    /// Constant 1 with version, execution provider and model labels.
+    pub build_info: IntGaugeVec,
+    /// HTTP requests by matched route and status code.
+    pub http_requests: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+impl Metrics {
+    /// `n_modalities` and `max_batch_size` size the count histograms.
+    pub fn new(n_modalities: usize, max_batch_size: usize) -> Self {
+        let r = Registry::new();
+        let count_buckets = |n: usize| (0..=n).map(|i| i as f64).collect::<Vec<_>>();
+        let batch_buckets = {
+            let mut b = vec![1.0];
+            while *b.last().expect("non-empty") < max_batch_size as f64 {
+                let next = b.last().expect("non-empty") * 2.0;
+                b.push(next.min(max_batch_size as f64));
+            }
+            b
+        };
+        let end_to_end = HistogramVec::new(
+            HistogramOpts::new(
+                "crossl_end_to_end_latency_seconds",
+                "Window close (stream) or request arrival (predict) to prediction ready",
+            )
+            .buckets(SECONDS_BUCKETS.to_vec()),
+            &["path"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(end_to_end.clone()))
+            .expect("unique metric");
+        let ready = IntGauge::new(
+            "crossl_ready",
+            "1 when the model is loaded and warmed and not shutting down",
+        )
+        .expect("valid metric");
+        r.register(Box::new(ready.clone())).expect("unique metric");
+        let active_devices = IntGauge::new("crossl_active_devices", "Devices with window state")
+            .expect("valid metric");
+        r.register(Box::new(active_devices.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "crossl_build_info",
+                "Constant 1; labels describe the running build and model",
+            ),
+            &["version", "execution_provider", "model"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        Self {
+            samples_received: counter_vec(
+                &r,
+                "crossl_samples_received_total",
+                "Sensor samples accepted",
+                &["transport", "modality"],
+            ),
+            chunks_received: counter_vec(
+                &r,
+                "crossl_chunks_received_total",
+                "Chunks accepted",
+                &["transport"],
+            ),
+            chunks_rejected: counter_vec(
+                &r,
+                "crossl_chunks_rejected_total",
+                "Chunks refused",
+                &["transport", "reason"],
+            ),
+            predict_requests: counter_vec(
+                &r,
+                "crossl_predict_requests_total",
+                "One-window predict requests",
+                &["transport"],
+            ),
+            predict_rejected: counter_vec(
+                &r,
+                "crossl_predict_rejected_total",
+                "One-window predict requests refused",
+                &["transport", "reason"],
+            ),
+            samples_dropped: counter_vec(
+                &r,
+                "crossl_window_samples_dropped_total",
+                "Samples dropped by the window assembler",
+                &["reason"],
+            ),
+            window_events: counter_vec(
+                &r,
+                "crossl_window_events_total",
+                "Window policy events (clock jumps, rate mismatches)",
+                &["event"],
+            ),
+            windows_emitted: counter(
+                &r,
+                "crossl_windows_emitted_total",
+                "Streaming windows closed",
+            ),
+            windows_absent_modalities: histogram(
+                &r,
+                "crossl_windows_absent_modalities",
+                "Absent modalities per emitted window",
+                count_buckets(n_modalities),
+            ),
+            windows_shed: counter_vec(
+                &r,
+                "crossl_windows_shed_total",
+                "Windows dropped before inference",
+                &["reason"],
+            ),
+            predictions: counter(&r, "crossl_predictions_total", "Predictions produced"),
+            inference_errors: counter(&r, "crossl_inference_errors_total", "Failed session runs"),
+            batch_size: histogram(
+                &r,
+                "crossl_batch_size",
+                "Windows per session run",
+                batch_buckets,
+            ),
+            queue_wait_seconds: histogram(
+                &r,
+                "crossl_queue_wait_seconds",
+                "Time a window waited before its batch ran",
+                SECONDS_BUCKETS.to_vec(),
+            ),
+            inference_seconds: histogram(
+                &r,
+                "crossl_inference_seconds",
+                "Session run time per batch",
+                SECONDS_BUCKETS.to_vec(),
+            ),
+            end_to_end_latency_seconds: end_to_end,
+            active_devices,
+            devices_evicted: counter(
+                &r,
+                "crossl_devices_evicted_total",
+                "Devices evicted for being idle",
+            ),
+            feed_lagged: counter_vec(
+                &r,
+                "crossl_feed_lagged_total",
+                "Live-feed predictions a slow subscriber skipped",
+                &["transport"],
+            ),
+            ready,
+            build_info,
+            http_requests: counter_vec(
+                &r,
+                "crossl_http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// The registry, for adapters that add their own families (e.g. per-transport connection gauges).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_all_families_without_device_labels() {
+        let m = Metrics::new(3, 32);
+        m.samples_received
+            .with_label_values(&["rest", "acc"])
+            .inc_by(5);
+        m.chunks_rejected
+            .with_label_values(&["grpc", "non_finite"])
+            .inc();
+        m.build_info
+            .with_label_values(&["0.1.0", "cpu", "m"])
+            .set(1);
+        m.end_to_end_latency_seconds
+            .with_label_values(&["stream"])
+            .observe(0.01);
+        m.batch_size.observe(3.0);
+        let text = m.render();
+        for family in [
+            "crossl_samples_received_total",
+            "crossl_chunks_rejected_total",
+            "crossl_build_info",
+            "crossl_end_to_end_latency_seconds_bucket",
+            "crossl_batch_size_bucket",
+            "crossl_windows_emitted_total",
+            "crossl_active_devices",
+        ] {
+            assert!(text.contains(family), "{family} missing from\n{text}");
+        }
+        assert!(!text.contains("device_id"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Per-device, per-modality window assembly driven by the manifest.
