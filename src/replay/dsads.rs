@@ -76,7 +76,9 @@ pub fn parse_activity(text: &str) -> anyhow::Result<usize> {
     let digits = t.strip_prefix('a').unwrap_or(t);
     match digits.parse::<usize>() {
         Ok(n) if (1..=ACTIVITIES.len()).contains(&n) => Ok(n - 1),
-        _ => bail!("unknown DSADS activity {t:?} (expected a01..a19 or a class name such as \"sitting\")"),
+        _ => bail!(
+            "unknown DSADS activity {t:?} (expected a01..a19 or a class name such as \"sitting\")"
+        ),
     }
 }
 
@@ -119,9 +121,15 @@ impl Dataset {
     }
 
     /// Reads one 5 s segment: 125 rows of 45 values.
-    pub fn read_segment(&self, activity: usize, subject: u32, segment: usize) -> anyhow::Result<Segment> {
+    pub fn read_segment(
+        &self,
+        activity: usize,
+        subject: u32,
+        segment: usize,
+    ) -> anyhow::Result<Segment> {
         let path = self.segment_path(activity, subject, segment);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         Segment::parse(&text, activity).with_context(|| format!("parsing {}", path.display()))
     }
 }
@@ -208,7 +216,9 @@ impl Recording {
         if row >= self.rows() {
             return None;
         }
-        let idx = self.activity_starts.partition_point(|&(first, _)| first <= row);
+        let idx = self
+            .activity_starts
+            .partition_point(|&(first, _)| first <= row);
         idx.checked_sub(1).map(|i| self.activity_starts[i].1)
     }
 
@@ -257,7 +267,10 @@ mod tests {
     use super::*;
 
     fn segment(activity: usize, rows: usize, fill: f32) -> Segment {
-        Segment { activity, values: vec![fill; rows * COLUMNS] }
+        Segment {
+            activity,
+            values: vec![fill; rows * COLUMNS],
+        }
     }
 
     #[test]
@@ -302,10 +315,22 @@ mod tests {
             values.extend((0..COLUMNS).map(|c| (r * 100 + c) as f32));
         }
         let mut rec = Recording::default();
-        rec.push_segment(&Segment { activity: 0, values });
-        let left_leg_gyro = modalities().into_iter().find(|m| m.name == "left_leg_gyro").unwrap();
-        assert_eq!(rec.modality_rows(&left_leg_gyro, 0, 2), vec![39.0, 40.0, 41.0, 139.0, 140.0, 141.0]);
-        assert_eq!(rec.modality_rows(&left_leg_gyro, 1, 99), vec![139.0, 140.0, 141.0]);
+        rec.push_segment(&Segment {
+            activity: 0,
+            values,
+        });
+        let left_leg_gyro = modalities()
+            .into_iter()
+            .find(|m| m.name == "left_leg_gyro")
+            .unwrap();
+        assert_eq!(
+            rec.modality_rows(&left_leg_gyro, 0, 2),
+            vec![39.0, 40.0, 41.0, 139.0, 140.0, 141.0]
+        );
+        assert_eq!(
+            rec.modality_rows(&left_leg_gyro, 1, 99),
+            vec![139.0, 140.0, 141.0]
+        );
     }
 
     #[test]
@@ -330,13 +355,20 @@ mod tests {
 
     #[test]
     fn reads_the_real_dataset_when_present() {
-        let Some(home) = std::env::var_os("HOME") else { return };
+        let Some(home) = std::env::var_os("HOME") else {
+            return;
+        };
         let root = PathBuf::from(home).join(".cache/crossl/dsads");
         let Ok(dataset) = Dataset::open(&root) else {
             eprintln!("DSADS not unpacked at {}; skipping", root.display());
             return;
         };
-        let plan = RecordingPlan { subject: 1, activities: vec![0, 8], first_segment: 59, segments: 2 };
+        let plan = RecordingPlan {
+            subject: 1,
+            activities: vec![0, 8],
+            first_segment: 59,
+            segments: 2,
+        };
         let rec = plan.load(&dataset).unwrap();
         assert_eq!(rec.rows(), 4 * SEGMENT_ROWS);
         assert_eq!(rec.activity_of_span(0, 250), Some(0));

@@ -11,7 +11,10 @@ pub struct ConfusionMatrix {
 
 impl ConfusionMatrix {
     pub fn new(classes: usize) -> Self {
-        Self { classes, counts: vec![0; classes * classes] }
+        Self {
+            classes,
+            counts: vec![0; classes * classes],
+        }
     }
 
     pub fn classes(&self) -> usize {
@@ -20,7 +23,10 @@ impl ConfusionMatrix {
 
     /// Records one prediction. Indices outside the matrix are a caller bug.
     pub fn record(&mut self, truth: usize, predicted: usize) {
-        assert!(truth < self.classes && predicted < self.classes, "class index out of range");
+        assert!(
+            truth < self.classes && predicted < self.classes,
+            "class index out of range"
+        );
         self.counts[truth * self.classes + predicted] += 1;
     }
 
