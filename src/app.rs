@@ -19,6 +19,10 @@ pub struct Core {
     pub ingest: Ingest,
     pub store: PredictionStore,
     pub metrics: Arc<Metrics>,
+    /// API keys (REST, WebSocket and gRPC adapters); empty = auth off.
+    pub auth: crate::api::auth::ApiKeys,
+    /// Message/frame limits and stream settings of the gRPC and WebSocket adapters.
+    pub limits: crate::config::TransportLimits,
 }
 
 /// Result of one complete window.

@@ -138,6 +138,31 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
     // ---- ingest owner section (auth, TLS, frame sizes): add flags below this line ----
+    /// API key and its scopes, `KEY:scope1,scope2` with scopes `ingest` and `read`; repeatable. The env var
+    /// takes a `;`-separated list (`k1:ingest;k2:read,ingest`). No key configured = authentication off.
+    #[arg(long = "api-key", env = "CROSSL_API_KEYS", value_name = "KEY:SCOPES")]
+    pub api_keys: Vec<String>,
+
+    /// PEM certificate chain; with --tls-key, the HTTP/WebSocket and gRPC listeners serve TLS only.
+    #[arg(long, env = "CROSSL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching --tls-cert.
+    #[arg(long, env = "CROSSL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Largest gRPC message in bytes, either direction; a larger request ends its call with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CROSSL_GRPC_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub grpc_max_message_bytes: usize,
+
+    /// Largest WebSocket frame/message in bytes; a larger one closes the socket with code 1009.
+    #[arg(long, env = "CROSSL_WS_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    pub ws_max_frame_bytes: usize,
+
+    /// After a gRPC client finishes sending, its stream keeps delivering predictions this long (ms) for the
+    /// windows still closing, then ends.
+    #[arg(long, env = "CROSSL_STREAM_LINGER_MS", default_value_t = 2000)]
+    pub stream_linger_ms: u64,
 }
 
 impl ServeArgs {
@@ -160,5 +185,30 @@ impl ServeArgs {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// Limits and settings the streaming adapters (gRPC, WebSocket) need at run time.
+#[derive(Clone, Debug)]
+pub struct TransportLimits {
+    pub grpc_max_message_bytes: usize,
+    pub ws_max_frame_bytes: usize,
+    pub stream_linger: Duration,
+    /// Reported to WebSocket clients (the core enforces it).
+    pub max_chunk_samples: usize,
+    /// Hop between streaming windows, reported to WebSocket clients.
+    pub hop_seconds: f64,
+}
+
+impl TransportLimits {
+    /// From the flags; `manifest_hop_seconds` applies when `--hop-ms` is not set.
+    pub fn from_args(args: &ServeArgs, manifest_hop_seconds: f64) -> Self {
+        Self {
+            grpc_max_message_bytes: args.grpc_max_message_bytes,
+            ws_max_frame_bytes: args.ws_max_frame_bytes,
+            stream_linger: Duration::from_millis(args.stream_linger_ms),
+            max_chunk_samples: args.max_chunk_samples,
+            hop_seconds: args.hop_ms.map_or(manifest_hop_seconds, |ms| ms as f64 / 1000.0),
+        }
     }
 }

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub devices_evicted: IntCounter,
     /// Live-feed items a slow subscriber skipped, by transport.
     pub feed_lagged: IntCounterVec,
+    /// Requests refused by API-key checks, by transport and reason (missing_key, wrong_key, missing_scope).
+    pub auth_failures: IntCounterVec,
     /// 1 when ready to serve.
     pub ready: IntGauge,
     /// Constant 1 with version, execution provider and model labels.
@@ -223,6 +225,12 @@ impl Metrics {
                 "crossl_feed_lagged_total",
                 "Live-feed predictions a slow subscriber skipped",
                 &["transport"],
+            ),
+            auth_failures: counter_vec(
+                &r,
+                "crossl_auth_failures_total",
+                "Requests refused by API-key checks",
+                &["transport", "reason"],
             ),
             ready,
             build_info,

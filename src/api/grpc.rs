@@ -1,27 +1,439 @@
-//! gRPC services (owned by the ingest engineer; placeholder).
+//! gRPC adapter (tonic): `crossl.v1.Ingest` (bidirectional device/gateway streams, one-window Predict) and
+//! `crossl.v1.Predictions` (Watch, Latest) over the protocol-neutral core, plus standard health and
+//! reflection. API keys are checked by an interceptor per service.
 
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use dashmap::DashSet;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::auth::{self, Scope};
+use super::feed::{self, DeviceFilter, FeedEvent};
 use crate::app::Core;
+use crate::error::Error;
+use crate::ingest::{SensorChunk, Transport};
+use crate::proto;
+use crate::proto::ingest_server::{Ingest, IngestServer};
+use crate::proto::predictions_server::{Predictions, PredictionsServer};
+use crate::proto::stream_request::Kind as RequestKind;
+use crate::proto::stream_response::Kind as ResponseKind;
+use crate::store::Prediction;
 
-/// The gRPC services `app::serve` mounts on the gRPC listener.
+/// Metric label of this adapter.
+const TRANSPORT: &str = "grpc";
+/// Chunk errors (and the final status) queued per stream before the stream's reader waits for its client.
+const STREAM_ERROR_BUFFER: usize = 64;
+
+/// The gRPC services `app::serve` mounts on the gRPC listener: Ingest, Predictions, health, reflection.
 pub fn routes(core: Core) -> tonic::service::Routes {
-    let _ = core;
-    tonic::service::Routes::default()
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(core.clone(), health_reporter));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled-in descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the compiled-in descriptor sets are valid");
+
+    let max_message = core.limits.grpc_max_message_bytes;
+    let ingest = IngestServer::new(IngestService { core: core.clone() })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let predictions = PredictionsServer::new(PredictionsService { core: core.clone() })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+
+    tonic::service::Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(
+            ingest,
+            AuthInterceptor {
+                core: core.clone(),
+                scope: Scope::Ingest,
+            },
+        ))
+        .add_service(InterceptedService::new(
+            predictions,
+            AuthInterceptor {
+                core,
+                scope: Scope::Read,
+            },
+        ))
 }
 
 /// Maps the one error type to a gRPC status (codes documented on `Error`).
-impl From<crate::error::Error> for tonic::Status {
-    fn from(e: crate::error::Error) -> Self {
-        use crate::error::Error as E;
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
         let code = match &e {
-            E::InvalidInput { .. } => tonic::Code::InvalidArgument,
-            E::NotFound(_) => tonic::Code::NotFound,
-            E::PayloadTooLarge(_) | E::ResourceExhausted { .. } => tonic::Code::ResourceExhausted,
-            E::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            E::PermissionDenied(_) => tonic::Code::PermissionDenied,
-            E::Unavailable(_) => tonic::Code::Unavailable,
-            E::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
-            E::Internal(_) => tonic::Code::Internal,
+            Error::InvalidInput { .. } => tonic::Code::InvalidArgument,
+            Error::NotFound(_) => tonic::Code::NotFound,
+            Error::PayloadTooLarge(_) | Error::ResourceExhausted { .. } => {
+                tonic::Code::ResourceExhausted
+            }
+            Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            Error::Unavailable(_) => tonic::Code::Unavailable,
+            Error::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
+            Error::Internal(_) => tonic::Code::Internal,
         };
-        tonic::Status::new(code, e.to_string())
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Serving status of the whole server and of each service follows the core's readiness.
+async fn report_health(core: Core, reporter: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    const SERVICES: [&str; 3] = ["", "crossl.v1.Ingest", "crossl.v1.Predictions"];
+    let mut last = None;
+    loop {
+        let ready = core.is_ready();
+        if last != Some(ready) {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for service in SERVICES {
+                reporter.set_service_status(service, status).await;
+            }
+            last = Some(ready);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks `authorization: Bearer …` metadata for one scope.
+#[derive(Clone)]
+struct AuthInterceptor {
+    core: Core,
+    scope: Scope,
+}
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if !self.core.auth.is_enabled() {
+            return Ok(request);
+        }
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match self.core.auth.check(token, self.scope) {
+            Ok(()) => Ok(request),
+            Err(failure) => Err(auth::refuse(&self.core, Transport::Grpc, failure).into()),
+        }
+    }
+}
+
+fn prediction_to_proto(p: &Prediction) -> proto::Prediction {
+    proto::Prediction {
+        device_id: p.device_id.clone(),
+        window_end_unix_nanos: p.window_end_unix_nanos,
+        label: p.label.clone(),
+        class_index: p.class_index as u32,
+        probabilities: p.probabilities.clone(),
+        embedding: p.embedding.clone(),
+        present_modalities: p.present_modalities.clone(),
+        timings: Some(proto::Timings {
+            queue_seconds: p.timings.queue_seconds,
+            compute_seconds: p.timings.compute_seconds,
+            end_to_end_seconds: p.timings.end_to_end_seconds,
+            batch_size: p.timings.batch_size as u32,
+        }),
+        logits: Vec::new(),
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn not_ready() -> Status {
+    Error::Unavailable("the service is not ready (starting or shutting down)".into()).into()
+}
+
+struct IngestService {
+    core: Core,
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamStream = ResponseStream<proto::StreamResponse>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<proto::StreamRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let core = self.core.clone();
+        if !core.is_ready() {
+            return Err(not_ready());
+        }
+        let span = tracing::info_span!("grpc_stream", peer = ?request.remote_addr());
+        let devices: Arc<DashSet<String>> = Arc::default();
+        // Subscribe before the first chunk is read so no prediction of this stream's devices is missed.
+        let mut predictions = core.store.subscribe();
+        let (replies, mut replies_rx) = mpsc::channel(STREAM_ERROR_BUFFER);
+        tokio::spawn(
+            read_stream(
+                core.clone(),
+                request.into_inner(),
+                Arc::clone(&devices),
+                replies,
+            )
+            .instrument(span.clone()),
+        );
+        let linger = core.limits.stream_linger;
+
+        let output = async_stream::stream! {
+            let stopped = feed::stopped_serving(core.clone());
+            tokio::pin!(stopped);
+            let mut input_open = true;
+            let linger_until = tokio::time::sleep(std::time::Duration::MAX / 4);
+            tokio::pin!(linger_until);
+            loop {
+                tokio::select! {
+                    biased;
+                    reply = replies_rx.recv(), if input_open => match reply {
+                        Some(Ok(response)) => yield Ok(response),
+                        Some(Err(status)) => {
+                            yield Err(status);
+                            break;
+                        }
+                        None => {
+                            // The client finished sending: deliver the windows still closing, then end.
+                            input_open = false;
+                            linger_until.as_mut().reset(tokio::time::Instant::now() + linger);
+                        }
+                    },
+                    () = &mut linger_until, if !input_open => break,
+                    () = &mut stopped => {
+                        yield Err(Error::Unavailable("the service is shutting down".into()).into());
+                        break;
+                    }
+                    event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
+                        FeedEvent::Prediction(p) if devices.contains(&p.device_id) => {
+                            yield Ok(proto::StreamResponse {
+                                kind: Some(ResponseKind::Prediction(prediction_to_proto(&p))),
+                            });
+                        }
+                        FeedEvent::Prediction(_) | FeedEvent::Skipped(_) => {}
+                        FeedEvent::Closed => break,
+                    },
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(output)))
+    }
+
+    async fn predict(
+        &self,
+        request: Request<proto::PredictRequest>,
+    ) -> Result<Response<proto::Prediction>, Status> {
+        let modalities: HashMap<String, Vec<f32>> = request
+            .into_inner()
+            .modalities
+            .into_iter()
+            .map(|(name, w)| (name, w.samples))
+            .collect();
+        let out = self.core.predict(Transport::Grpc, modalities).await?;
+        Ok(Response::new(proto::Prediction {
+            device_id: String::new(),
+            window_end_unix_nanos: 0,
+            label: out.label,
+            class_index: out.class_index as u32,
+            probabilities: out.probabilities,
+            embedding: out.embedding,
+            present_modalities: out.present,
+            timings: Some(proto::Timings {
+                queue_seconds: out.timings.queue_seconds,
+                compute_seconds: out.timings.compute_seconds,
+                end_to_end_seconds: out.timings.end_to_end_seconds,
+                batch_size: out.timings.batch_size as u32,
+            }),
+            logits: out.logits,
+        }))
+    }
+}
+
+/// Reads one stream's requests into the ingest core. Rejected requests become `ChunkError` replies; only a
+/// broken or oversized message ends the stream (with a status).
+async fn read_stream(
+    core: Core,
+    mut requests: Streaming<proto::StreamRequest>,
+    devices: Arc<DashSet<String>>,
+    replies: mpsc::Sender<Result<proto::StreamResponse, Status>>,
+) {
+    let mut index = 0u64;
+    loop {
+        let message = tokio::select! {
+            message = requests.message() => message,
+            // The client is gone (the response stream was dropped).
+            () = replies.closed() => return,
+        };
+        let request = match message {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(status) => {
+                let status = if status.code() == tonic::Code::OutOfRange {
+                    // tonic reports an oversized message as OUT_OF_RANGE; the gRPC convention (and our
+                    // error mapping) is RESOURCE_EXHAUSTED.
+                    core.metrics
+                        .chunks_rejected
+                        .with_label_values(&[TRANSPORT, "too_large"])
+                        .inc();
+                    Error::PayloadTooLarge(format!(
+                        "{} (raise --grpc-max-message-bytes or send smaller chunks)",
+                        status.message()
+                    ))
+                    .into()
+                } else {
+                    status
+                };
+                tracing::debug!(code = ?status.code(), message = status.message(), "stream input failed");
+                let _ = replies.send(Err(status)).await;
+                return;
+            }
+        };
+        let sequence = request.sequence;
+        let (device_id, modality, result) = apply_request(&core, &devices, request.kind);
+        if let Err(e) = result {
+            let error = proto::ChunkError {
+                index,
+                sequence,
+                device_id,
+                modality,
+                kind: e.kind().to_string(),
+                reason: e.reason().to_string(),
+                message: e.to_string(),
+            };
+            let reply = proto::StreamResponse {
+                kind: Some(ResponseKind::ChunkError(error)),
+            };
+            if replies.send(Ok(reply)).await.is_err() {
+                return;
+            }
+        }
+        index += 1;
+    }
+}
+
+/// Applies one hello or chunk; returns the device and modality it named, for the error report.
+fn apply_request(
+    core: &Core,
+    devices: &DashSet<String>,
+    kind: Option<RequestKind>,
+) -> (String, String, Result<(), Error>) {
+    match kind {
+        Some(RequestKind::Hello(hello)) => {
+            let result = core
+                .ingest
+                .hello(Transport::Grpc, &hello.device_id, &hello.modalities);
+            if result.is_ok() {
+                tracing::debug!(device_id = %hello.device_id, metadata = ?hello.metadata, "hello");
+                devices.insert(hello.device_id.clone());
+            }
+            (hello.device_id, String::new(), result)
+        }
+        Some(RequestKind::Chunk(chunk)) => {
+            let (device_id, modality) = (chunk.device_id.clone(), chunk.modality.clone());
+            // Listen for the device before its chunk can close a window, so the prediction is never missed.
+            let newly_added = devices.insert(device_id.clone());
+            let result = core
+                .ingest
+                .push(
+                    Transport::Grpc,
+                    SensorChunk {
+                        device_id: chunk.device_id,
+                        modality: chunk.modality,
+                        start_unix_nanos: chunk.start_unix_nanos,
+                        samples: chunk.samples,
+                    },
+                )
+                .map(|_receipt| ());
+            if result.is_err() && newly_added {
+                devices.remove(&device_id);
+            }
+            (device_id, modality, result)
+        }
+        None => {
+            core.metrics
+                .chunks_rejected
+                .with_label_values(&[TRANSPORT, "empty_request"])
+                .inc();
+            (
+                String::new(),
+                String::new(),
+                Err(Error::invalid(
+                    "empty_request",
+                    "StreamRequest has neither hello nor chunk",
+                )),
+            )
+        }
+    }
+}
+
+struct PredictionsService {
+    core: Core,
+}
+
+#[tonic::async_trait]
+impl Predictions for PredictionsService {
+    type WatchStream = ResponseStream<proto::Prediction>;
+
+    async fn watch(
+        &self,
+        request: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let core = self.core.clone();
+        if !core.is_ready() {
+            return Err(not_ready());
+        }
+        let filter = DeviceFilter::new(request.into_inner().device_ids);
+        let mut predictions = core.store.subscribe();
+        // The stream is pulled by the transport: a client that reads slowly stops pulling, the broadcast
+        // buffer moves on without it, and the skipped predictions are counted. Ingest never waits.
+        let output = async_stream::stream! {
+            let stopped = feed::stopped_serving(core.clone());
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut stopped => {
+                        yield Err(Error::Unavailable("the service is shutting down".into()).into());
+                        break;
+                    }
+                    event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
+                        FeedEvent::Prediction(p) if filter.matches(&p.device_id) => yield Ok(prediction_to_proto(&p)),
+                        FeedEvent::Prediction(_) | FeedEvent::Skipped(_) => {}
+                        FeedEvent::Closed => break,
+                    },
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(output)))
+    }
+
+    async fn latest(
+        &self,
+        request: Request<proto::LatestRequest>,
+    ) -> Result<Response<proto::Prediction>, Status> {
+        let device_id = request.into_inner().device_id;
+        let prediction = self.core.store.latest(&device_id).ok_or_else(|| {
+            Error::NotFound(format!("no prediction for device {device_id:?} yet"))
+        })?;
+        Ok(Response::new(prediction_to_proto(&prediction)))
     }
 }
