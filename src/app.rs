@@ -20,8 +20,10 @@ pub struct Core {
     pub store: PredictionStore,
     pub metrics: Arc<Metrics>,
     /// API keys (REST, WebSocket and gRPC adapters); empty = auth off.
+    /// Built with `ApiKeys::parse(&args.api_keys)` (an error there is a startup error).
     pub auth: crate::api::auth::ApiKeys,
     /// Message/frame limits and stream settings of the gRPC and WebSocket adapters.
+    /// Built with `TransportLimits::from_args(&args, manifest.recommended_hop_seconds)`.
     pub limits: crate::config::TransportLimits,
 }
 

@@ -9,7 +9,9 @@ pub mod ws;
 
 use crate::app::Core;
 
-/// The public HTTP application: REST + WebSocket.
+/// The public HTTP application: REST + WebSocket, behind the API-key check (a no-op when no key is set).
 pub fn http_app(core: Core) -> axum::Router {
-    rest::router(core.clone()).merge(ws::router(core))
+    rest::router(core.clone())
+        .merge(ws::router(core.clone()))
+        .layer(axum::middleware::from_fn_with_state(core, auth::http_auth))
 }
