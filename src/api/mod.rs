@@ -4,7 +4,10 @@ pub mod auth;
 pub mod feed;
 pub mod grpc;
 pub mod http_error;
+pub mod kserve;
+pub mod listeners;
 pub mod rest;
+pub mod tls;
 pub mod ws;
 
 use crate::app::Core;
