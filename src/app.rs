@@ -1,16 +1,52 @@
-//! Wiring: builds the [`Core`] (manifest → ingest → window → batch → infer → store) and serves the HTTP,
-//! gRPC and metrics listeners until shutdown.
+//! Wiring: builds the [`Core`] (manifest → ingest → window → batch → infer → store), serves the HTTP,
+//! gRPC and metrics listeners, and runs the shutdown sequence (not ready → stop accepting → drain the
+//! queue → finish in-flight batches → close listeners).
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::batch::{Batcher, BatcherConfig};
 use crate::config::ServeArgs;
 use crate::error::Error;
-use crate::ingest::{Ingest, Transport};
+use crate::infer::ort_backend::{OrtBackend, OrtOptions};
+use crate::infer::workers::BackendFactory;
+use crate::infer::{Backend, Batch, RuntimeInfo, WorkerPool};
+use crate::ingest::{Ingest, IngestLimits, Transport};
 use crate::metrics::Metrics;
-use crate::model::Manifest;
+use crate::model::{Manifest, ModelInput};
 use crate::store::{PredictionStore, Timings};
+use crate::window::{Clock, SystemClock, WindowPolicy};
+
+/// Lifecycle phase of the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Listening; sessions loading or warming up.
+    Starting,
+    Ready,
+    /// Draining after a shutdown signal.
+    ShuttingDown,
+    /// Start-up failed (e.g. the requested execution provider is unavailable).
+    Failed,
+}
+
+/// What readiness reports.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub phase: Phase,
+    /// Known once every session is warmed up.
+    pub runtime: Option<RuntimeInfo>,
+    /// Why start-up failed.
+    pub error: Option<String>,
+}
 
 /// Everything a transport adapter needs; cloning is cheap.
 #[derive(Clone, Debug)]
@@ -20,11 +56,13 @@ pub struct Core {
     pub store: PredictionStore,
     pub metrics: Arc<Metrics>,
     /// API keys (REST, WebSocket and gRPC adapters); empty = auth off.
-    /// Built with `ApiKeys::parse(&args.api_keys)` (an error there is a startup error).
     pub auth: crate::api::auth::ApiKeys,
     /// Message/frame limits and stream settings of the gRPC and WebSocket adapters.
-    /// Built with `TransportLimits::from_args(&args, manifest.recommended_hop_seconds)`.
     pub limits: crate::config::TransportLimits,
+    pub batcher: Batcher,
+    pub health: watch::Receiver<Health>,
+    /// The configuration the service runs with.
+    pub args: Arc<ServeArgs>,
 }
 
 /// Result of one complete window.
@@ -48,14 +86,448 @@ impl Core {
         transport: Transport,
         modalities: HashMap<String, Vec<f32>>,
     ) -> Result<PredictOutput, Error> {
-        let _ = (transport, modalities);
-        todo!()
+        let arrived = Instant::now();
+        self.metrics
+            .predict_requests
+            .with_label_values(&[transport.as_str()])
+            .inc();
+        let result = async {
+            let input = ModelInput::from_samples_major(
+                &self.manifest,
+                modalities.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            )?;
+            self.predict_input(input, arrived).await
+        }
+        .await;
+        if let Err(e) = &result {
+            self.metrics
+                .predict_rejected
+                .with_label_values(&[transport.as_str(), e.reason()])
+                .inc();
+        }
+        result
+    }
+
+    /// Runs an already-shaped window (the KServe v2 path shapes its own inputs).
+    pub async fn predict_input(
+        &self,
+        input: ModelInput,
+        arrived: Instant,
+    ) -> Result<PredictOutput, Error> {
+        if !self.is_ready() {
+            return Err(self.not_ready_error());
+        }
+        let present = self
+            .manifest
+            .modalities
+            .iter()
+            .zip(&input.present)
+            .filter(|(_, p)| **p)
+            .map(|(m, _)| m.name.clone())
+            .collect();
+        let answer = self.batcher.predict(input, arrived).await?;
+        let class_index = answer.output.class_index();
+        Ok(PredictOutput {
+            label: self
+                .manifest
+                .classes
+                .get(class_index)
+                .cloned()
+                .unwrap_or_default(),
+            class_index,
+            logits: answer.output.logits,
+            probabilities: answer.output.probabilities,
+            embedding: answer.output.embedding,
+            present,
+            timings: answer.timings,
+        })
     }
 
     /// Readiness (model loaded + warmed + EP known, not shutting down).
     pub fn is_ready(&self) -> bool {
-        todo!()
+        self.health.borrow().phase == Phase::Ready
     }
+
+    /// Current health snapshot.
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    fn not_ready_error(&self) -> Error {
+        match self.health.borrow().phase {
+            Phase::Starting => {
+                Error::Unavailable("the model is still loading or warming up".into())
+            }
+            Phase::ShuttingDown => Error::Unavailable("the server is shutting down".into()),
+            Phase::Failed => Error::Unavailable("the model runtime failed to start".into()),
+            Phase::Ready => Error::Internal("ready but refused".into()),
+        }
+    }
+}
+
+/// Test and benchmark hooks: a different backend or clock than production's.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Creates each worker's backend instead of an ONNX Runtime session.
+    pub backend_factory: Option<BackendFactory>,
+    /// Clock for window closing (default: the system clock).
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("backend_factory", &self.backend_factory.is_some())
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// Window policy from the flags (hop defaults to the manifest's recommendation).
+pub fn window_policy(args: &ServeArgs, manifest: &Manifest) -> WindowPolicy {
+    let hop_nanos = match args.hop_ms {
+        Some(ms) => ms as i64 * 1_000_000,
+        None => (manifest.recommended_hop_seconds * 1e9).round() as i64,
+    };
+    WindowPolicy {
+        hop_nanos: hop_nanos.max(1),
+        lateness_nanos: args.lateness_ms as i64 * 1_000_000,
+        min_coverage: args.min_coverage,
+        max_gap_samples: args.max_gap_samples,
+        stale_nanos: args.modality_stale_ms as i64 * 1_000_000,
+        ..WindowPolicy::default()
+    }
+}
+
+/// The ONNX Runtime backend factory for the flags.
+pub fn ort_factory(args: &ServeArgs, manifest: Arc<Manifest>) -> BackendFactory {
+    let opts = OrtOptions {
+        dylib: args.ort_dylib_path.clone(),
+        execution_provider: args.execution_provider,
+        intra_op_threads: args.intra_op_threads,
+    };
+    Arc::new(move |_| {
+        Ok(Box::new(OrtBackend::load(Arc::clone(&manifest), &opts)?) as Box<dyn Backend>)
+    })
+}
+
+/// Warm-up batches: one window and a full batch, every modality present (zeros), `runs` times each.
+fn warmup_batches(manifest: &Manifest, max_batch: usize, runs: usize) -> Vec<Batch> {
+    let mut input = ModelInput::zeros(manifest);
+    input.present.iter_mut().for_each(|p| *p = true);
+    let mut sizes = vec![1];
+    if max_batch > 1 {
+        sizes.push(max_batch);
+    }
+    (0..runs)
+        .flat_map(|_| sizes.clone())
+        .map(|n| Batch::stack(manifest, std::iter::repeat_n(&input, n)))
+        .collect()
+}
+
+/// Parts of a built core that the service lifecycle drives.
+struct Control {
+    health: watch::Sender<Health>,
+    pool: WorkerPool,
+    actor: tokio::task::JoinHandle<()>,
+}
+
+/// Validates the flags that clap cannot.
+fn check_args(args: &ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
+    anyhow::ensure!(
+        args.max_batch_size >= 1,
+        "--max-batch-size must be at least 1"
+    );
+    anyhow::ensure!(
+        args.queue_capacity >= 1,
+        "--queue-capacity must be at least 1"
+    );
+    anyhow::ensure!(
+        args.min_coverage > 0.0 && args.min_coverage <= 1.0,
+        "--min-coverage must be in (0, 1]"
+    );
+    anyhow::ensure!(
+        args.max_gap_samples >= 0.0,
+        "--max-gap-samples must be >= 0"
+    );
+    anyhow::ensure!(args.hop_ms != Some(0), "--hop-ms must be positive");
+    anyhow::ensure!(args.tick_ms >= 1, "--tick-ms must be positive");
+    Ok(())
+}
+
+/// Builds the core and starts the workers (warm-up runs in the background).
+fn build_core(
+    args: ServeArgs,
+    manifest: Arc<Manifest>,
+    hooks: Hooks,
+) -> anyhow::Result<(
+    Core,
+    Control,
+    impl Future<Output = anyhow::Result<RuntimeInfo>> + Send + 'static,
+)> {
+    let auth = crate::api::auth::ApiKeys::parse(&args.api_keys)
+        .map_err(|e| anyhow::anyhow!("--api-key: {e}"))?;
+    let limits = crate::config::TransportLimits::from_args(&args, manifest.recommended_hop_seconds);
+    let metrics = Arc::new(Metrics::new(manifest.modalities.len(), args.max_batch_size));
+    let store = PredictionStore::new(args.history_len, args.feed_capacity);
+    let factory = hooks
+        .backend_factory
+        .unwrap_or_else(|| ort_factory(&args, Arc::clone(&manifest)));
+    let warmup = warmup_batches(&manifest, args.max_batch_size, args.warmup_runs);
+    let (mut pool, ready) = WorkerPool::start(args.workers, factory, warmup);
+    let (batcher, actor) = Batcher::start(
+        BatcherConfig {
+            max_batch_size: args.max_batch_size,
+            max_batch_delay: args.max_batch_delay(),
+            queue_capacity: args.queue_capacity,
+            window_deadline: args.window_deadline(),
+        },
+        Arc::clone(&manifest),
+        pool.sender().context("worker pool has no sender")?,
+        store.clone(),
+        Arc::clone(&metrics),
+    );
+    // The batcher now holds the only sender: when it drains, the workers finish and exit.
+    pool.close();
+    let clock = hooks.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let ingest = Ingest::new(
+        Arc::clone(&manifest),
+        window_policy(&args, &manifest),
+        IngestLimits {
+            max_devices: args.max_devices,
+            max_chunk_samples: args.max_chunk_samples,
+            rate_limit_factor: args.rate_limit_factor,
+            rate_burst_seconds: 10.0,
+            max_clock_skew_nanos: (args.max_clock_skew_s as i64).saturating_mul(1_000_000_000),
+            device_idle_timeout_nanos: (args.device_idle_timeout_s as i64)
+                .saturating_mul(1_000_000_000),
+        },
+        batcher.clone(),
+        store.clone(),
+        Arc::clone(&metrics),
+        clock,
+    );
+    let (health_tx, health_rx) = watch::channel(Health {
+        phase: Phase::Starting,
+        runtime: None,
+        error: None,
+    });
+    let core = Core {
+        manifest,
+        ingest,
+        store,
+        metrics,
+        auth,
+        limits,
+        batcher,
+        health: health_rx,
+        args: Arc::new(args),
+    };
+    Ok((
+        core,
+        Control {
+            health: health_tx,
+            pool,
+            actor,
+        },
+        ready,
+    ))
+}
+
+/// A running service (see [`launch`]).
+#[derive(Debug)]
+pub struct Service {
+    pub core: Core,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    /// Waits until the service is ready (Ok) or failed to start (Err).
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        let mut rx = self.core.health.clone();
+        let health = rx
+            .wait_for(|h| h.phase != Phase::Starting)
+            .await
+            .context("the service stopped while starting")?
+            .clone();
+        match health.phase {
+            Phase::Ready => Ok(()),
+            _ => anyhow::bail!(
+                "service did not become ready: {}",
+                health.error.unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Waits until the service has shut down; the error of a failed start-up comes out here.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the service task panicked")?
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+/// Loads the model, binds the listeners and starts serving; returns once listening (not yet ready).
+/// `shutdown` completing starts the graceful shutdown.
+pub async fn launch(
+    args: ServeArgs,
+    hooks: Hooks,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Service> {
+    check_args(&args)?;
+    let manifest = Arc::new(Manifest::load(&args.model)?);
+    let http = bind(args.http_addr, "--http-addr").await?;
+    let grpc = bind(args.grpc_addr, "--grpc-addr").await?;
+    let metrics_listener = bind(args.metrics_addr, "--metrics-addr").await?;
+    let (http_addr, grpc_addr, metrics_addr) = (
+        http.local_addr()?,
+        grpc.local_addr()?,
+        metrics_listener.local_addr()?,
+    );
+    let tls = crate::api::tls::TlsIdentity::from_args(&args)?;
+    let drain_timeout = args.drain_timeout();
+    let tick = Duration::from_millis(args.tick_ms);
+    let (core, control, ready) = build_core(args, manifest, hooks)?;
+    tracing::info!(
+        model = %core.manifest.name,
+        version = %core.manifest.version,
+        %http_addr, %grpc_addr, %metrics_addr,
+        "listening; loading and warming up the model"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let servers = vec![
+        tokio::spawn(crate::api::listeners::serve_http(
+            http,
+            crate::api::http_app(core.clone()),
+            tls.clone(),
+            stopped(stop_rx.clone()),
+        )),
+        tokio::spawn(crate::api::listeners::serve_grpc(
+            grpc,
+            crate::api::grpc::routes(core.clone()),
+            tls,
+            stopped(stop_rx.clone()),
+        )),
+        tokio::spawn(crate::api::listeners::serve_http(
+            metrics_listener,
+            crate::api::rest::metrics_app(core.clone()),
+            None,
+            stopped(stop_rx.clone()),
+        )),
+    ];
+    let ticker = {
+        let ingest = core.ingest.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => ingest.tick(),
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        })
+    };
+    let task_core = core.clone();
+    let task = tokio::spawn(async move {
+        let core = task_core;
+        let Control {
+            health,
+            pool,
+            actor,
+        } = control;
+        tokio::pin!(shutdown);
+        let startup = tokio::select! {
+            r = ready => Some(r),
+            () = &mut shutdown => None,
+        };
+        let mut result = Ok(());
+        match startup {
+            Some(Ok(runtime)) => {
+                core.metrics
+                    .build_info
+                    .with_label_values(&[
+                        env!("CARGO_PKG_VERSION"),
+                        &runtime.execution_provider,
+                        &core.manifest.name,
+                    ])
+                    .set(1);
+                core.metrics.ready.set(1);
+                tracing::info!(execution_provider = %runtime.execution_provider, sessions = runtime.sessions, "ready");
+                health.send_modify(|h| {
+                    h.phase = Phase::Ready;
+                    h.runtime = Some(runtime);
+                });
+                shutdown.await;
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = format!("{e:#}"), "start-up failed");
+                health.send_modify(|h| {
+                    h.phase = Phase::Failed;
+                    h.error = Some(format!("{e:#}"));
+                });
+                result = Err(e);
+            }
+            None => tracing::info!("shutdown requested during start-up"),
+        }
+        // 1. Not ready: readiness probes fail, adapters stop taking work and end their streams.
+        core.metrics.ready.set(0);
+        health.send_modify(|h| {
+            if h.phase != Phase::Failed {
+                h.phase = Phase::ShuttingDown;
+            }
+        });
+        let drain_started = Instant::now();
+        // 2. Stop accepting data; windows that hold accepted samples are closed now so they still run.
+        let flushed = core.ingest.close_and_flush();
+        // 3. Drain the queue and finish in-flight batches.
+        core.batcher.close();
+        if tokio::time::timeout(drain_timeout, actor).await.is_err() {
+            tracing::warn!("the batch queue did not drain in time");
+        }
+        let joined = tokio::task::spawn_blocking(move || pool.join());
+        if tokio::time::timeout(drain_timeout, joined).await.is_err() {
+            tracing::warn!("inference workers did not finish in time");
+        }
+        tracing::info!(
+            flushed_windows = flushed,
+            seconds = drain_started.elapsed().as_secs_f64(),
+            "drained; closing listeners"
+        );
+        // 4. Close the listeners (in-flight HTTP requests finish first).
+        let _ = stop_tx.send(true);
+        let _ = ticker.await;
+        for server in servers {
+            match tokio::time::timeout(drain_timeout, server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = format!("{e:#}"), "listener failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "listener task panicked"),
+                Err(_) => tracing::warn!("a listener did not close in time"),
+            }
+        }
+        tracing::info!("stopped");
+        result
+    });
+    Ok(Service {
+        core,
+        http_addr,
+        grpc_addr,
+        metrics_addr,
+        task,
+    })
 }
 
 /// Runs the service until `shutdown` completes, then drains and returns.
@@ -63,6 +535,5 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let _ = (args, shutdown);
-    todo!()
+    launch(args, Hooks::default(), shutdown).await?.wait().await
 }

@@ -114,6 +114,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_RATE_LIMIT_FACTOR", default_value_t = 10.0)]
     pub rate_limit_factor: f64,
 
+    /// Chunks whose start is further than this (seconds) from the server clock are refused (bad_timestamp).
+    #[arg(long, env = "CROSSL_MAX_CLOCK_SKEW_S", default_value_t = 3600)]
+    pub max_clock_skew_s: u64,
+
     /// Period of the background task that closes windows by lateness and evicts idle devices (ms).
     #[arg(long, env = "CROSSL_TICK_MS", default_value_t = 50)]
     pub tick_ms: u64,
@@ -208,7 +212,9 @@ impl TransportLimits {
             ws_max_frame_bytes: args.ws_max_frame_bytes,
             stream_linger: Duration::from_millis(args.stream_linger_ms),
             max_chunk_samples: args.max_chunk_samples,
-            hop_seconds: args.hop_ms.map_or(manifest_hop_seconds, |ms| ms as f64 / 1000.0),
+            hop_seconds: args
+                .hop_ms
+                .map_or(manifest_hop_seconds, |ms| ms as f64 / 1000.0),
         }
     }
 }

@@ -1,6 +1,8 @@
-//! The one mapping of [`Error`] to HTTP: status code + JSON body `{"error": message, "kind": kind}`.
+//! The one mapping of [`Error`] to HTTP: status code + JSON body `{"error": message, "kind": kind}`, and
+//! the extractor rejections of axum mapped into it so that no error leaves as plain text.
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -42,3 +44,46 @@ impl IntoResponse for Error {
         (self.status_code(), Json(body)).into_response()
     }
 }
+
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Error::PayloadTooLarge(format!(
+                "request body too large: {}",
+                rejection.body_text()
+            ));
+        }
+        let reason = match rejection {
+            JsonRejection::MissingJsonContentType(_) => "bad_content_type",
+            _ => "bad_json",
+        };
+        Error::invalid(reason, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(rejection: QueryRejection) -> Self {
+        Error::invalid("bad_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(rejection: PathRejection) -> Self {
+        Error::invalid("bad_path", rejection.body_text())
+    }
+}
+
+/// `Json` whose rejections are our JSON errors.
+#[derive(Debug, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct AppJson<T>(pub T);
+
+/// `Query` whose rejections are our JSON errors.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct AppQuery<T>(pub T);
+
+/// `Path` whose rejections are our JSON errors.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct AppPath<T>(pub T);

@@ -1,9 +1,409 @@
-//! REST API: /v1 (model, devices, predictions, predict), KServe v2 subset, health, OpenAPI.
+//! REST API: `/v1` (model, devices, predictions, one-window predict), liveness/readiness, the OpenAPI
+//! document, and the separate `/metrics` app.
 
-use crate::app::Core;
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use super::http_error::{AppJson, AppPath, AppQuery, ErrorBody};
+use crate::app::{Core, Health, Phase};
+use crate::error::Error;
+use crate::infer::RuntimeInfo;
+use crate::ingest::{DeviceInfo, ModalityStatus, Transport};
+use crate::model::Manifest;
+use crate::model::manifest::{InputNames, ModalitySpec, OutputNames};
+use crate::store::{Prediction, Timings};
 
 /// REST routes of the public HTTP app.
 pub fn router(core: Core) -> axum::Router {
-    let _ = core;
     axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/model", get(model))
+        .route("/v1/devices", get(devices))
+        .route("/v1/devices/{device_id}", get(device))
+        .route("/v1/devices/{device_id}/prediction", get(latest_prediction))
+        .route(
+            "/v1/devices/{device_id}/predictions",
+            get(prediction_history),
+        )
+        .route("/v1/predict", post(predict))
+        .with_state(core)
+}
+
+/// The metrics listener's app: `GET /metrics` in Prometheus text format.
+pub fn metrics_app(core: Core) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(core)
+}
+
+async fn metrics(State(core): State<Core>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        core.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document of the public HTTP API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "crossl-serve",
+        description = "Streaming human-activity recognition with CroSSL models"
+    ),
+    paths(
+        healthz,
+        readyz,
+        model,
+        devices,
+        device,
+        latest_prediction,
+        prediction_history,
+        predict,
+        super::kserve::live,
+        super::kserve::ready,
+        super::kserve::model_metadata,
+        super::kserve::model_ready,
+        super::kserve::infer
+    ),
+    components(schemas(
+        ErrorBody,
+        Manifest,
+        ModalitySpec,
+        InputNames,
+        OutputNames,
+        RuntimeInfo,
+        Health,
+        Phase,
+        DeviceInfo,
+        ModalityStatus,
+        Prediction,
+        Timings,
+        PredictRequest,
+        PredictResponse,
+        ModelResponse,
+        BatchingInfo,
+        WindowingInfo,
+        DevicesResponse,
+        HistoryResponse,
+        Liveness,
+        Readiness
+    ))
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json` as pretty JSON (what `openapi.json` in the repository holds).
+pub fn openapi_pretty() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_pretty(),
+    )
+        .into_response()
+}
+
+/// Liveness.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always "live".
+    pub status: String,
+}
+
+/// Process is up (does not mean the model is ready).
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Liveness)))]
+async fn healthz() -> Json<Liveness> {
+    Json(Liveness {
+        status: "live".into(),
+    })
+}
+
+/// Readiness.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub phase: Phase,
+    pub model: String,
+    /// Execution provider in use, once known.
+    pub execution_provider: Option<String>,
+    /// Why start-up failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Ready when the model is loaded and warmed up, the execution provider is known and the server is not
+/// shutting down; 503 otherwise.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(core): State<Core>) -> Response {
+    let health = core.health();
+    let body = Readiness {
+        ready: health.phase == Phase::Ready,
+        phase: health.phase,
+        model: core.manifest.name.clone(),
+        execution_provider: health.runtime.map(|r| r.execution_provider),
+        error: health.error,
+    };
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Batcher settings in effect.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchingInfo {
+    pub max_batch_size: usize,
+    pub max_batch_delay_ms: u64,
+    pub queue_capacity: usize,
+    pub window_deadline_ms: u64,
+    pub intra_op_threads: usize,
+}
+
+/// Window assembly settings in effect.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WindowingInfo {
+    pub window_seconds: f64,
+    pub hop_ms: u64,
+    pub lateness_ms: u64,
+    pub min_coverage: f64,
+    pub max_gap_samples: f64,
+    pub modality_stale_ms: u64,
+    pub device_idle_timeout_s: u64,
+}
+
+/// `GET /v1/model`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelResponse {
+    pub manifest: Manifest,
+    /// Execution provider and session count; null until warmed up.
+    pub runtime: Option<RuntimeInfo>,
+    pub ready: bool,
+    pub batching: BatchingInfo,
+    pub windowing: WindowingInfo,
+}
+
+/// The served model: manifest, execution provider in use, sessions, batching and windowing settings.
+#[utoipa::path(get, path = "/v1/model", responses((status = 200, body = ModelResponse)))]
+async fn model(State(core): State<Core>) -> Json<ModelResponse> {
+    let a = &core.args;
+    let policy = crate::app::window_policy(a, &core.manifest);
+    let health = core.health();
+    Json(ModelResponse {
+        manifest: (*core.manifest).clone(),
+        runtime: health.runtime,
+        ready: health.phase == Phase::Ready,
+        batching: BatchingInfo {
+            max_batch_size: a.max_batch_size,
+            max_batch_delay_ms: a.max_batch_delay_ms,
+            queue_capacity: a.queue_capacity,
+            window_deadline_ms: a.window_deadline_ms,
+            intra_op_threads: a.intra_op_threads,
+        },
+        windowing: WindowingInfo {
+            window_seconds: core.manifest.window_seconds,
+            hop_ms: (policy.hop_nanos / 1_000_000) as u64,
+            lateness_ms: a.lateness_ms,
+            min_coverage: a.min_coverage,
+            max_gap_samples: a.max_gap_samples,
+            modality_stale_ms: a.modality_stale_ms,
+            device_idle_timeout_s: a.device_idle_timeout_s,
+        },
+    })
+}
+
+/// `GET /v1/devices`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DevicesResponse {
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// Devices with window state: last seen, modalities heard from and whether each is stale.
+#[utoipa::path(get, path = "/v1/devices", responses((status = 200, body = DevicesResponse)))]
+async fn devices(State(core): State<Core>) -> Json<DevicesResponse> {
+    Json(DevicesResponse {
+        devices: core.ingest.devices(),
+    })
+}
+
+/// One device.
+#[utoipa::path(
+    get, path = "/v1/devices/{device_id}",
+    params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, body = DeviceInfo), (status = 404, body = ErrorBody))
+)]
+async fn device(
+    State(core): State<Core>,
+    AppPath(device_id): AppPath<String>,
+) -> Result<Json<DeviceInfo>, Error> {
+    core.ingest
+        .device_info(&device_id)
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("unknown device {device_id:?}")))
+}
+
+/// Latest prediction of a device.
+#[utoipa::path(
+    get, path = "/v1/devices/{device_id}/prediction",
+    params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, body = Prediction), (status = 404, body = ErrorBody))
+)]
+async fn latest_prediction(
+    State(core): State<Core>,
+    AppPath(device_id): AppPath<String>,
+) -> Result<Json<Prediction>, Error> {
+    core.store
+        .latest(&device_id)
+        .map(|p| Json((*p).clone()))
+        .ok_or_else(|| Error::NotFound(format!("no prediction for device {device_id:?}")))
+}
+
+/// Query of `GET /v1/devices/{id}/predictions`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct HistoryQuery {
+    /// Most predictions returned (newest kept), default 50.
+    pub limit: Option<usize>,
+    /// Only windows ending after this time (unix nanoseconds).
+    pub since: Option<i64>,
+}
+
+/// `GET /v1/devices/{id}/predictions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryResponse {
+    pub device_id: String,
+    /// Oldest first.
+    pub predictions: Vec<Prediction>,
+}
+
+/// Recent predictions of a device, oldest first.
+#[utoipa::path(
+    get, path = "/v1/devices/{device_id}/predictions",
+    params(("device_id" = String, Path, description = "Device id"), HistoryQuery),
+    responses((status = 200, body = HistoryResponse), (status = 404, body = ErrorBody))
+)]
+async fn prediction_history(
+    State(core): State<Core>,
+    AppPath(device_id): AppPath<String>,
+    AppQuery(query): AppQuery<HistoryQuery>,
+) -> Result<Json<HistoryResponse>, Error> {
+    if core.store.latest(&device_id).is_none() && core.ingest.device_info(&device_id).is_none() {
+        return Err(Error::NotFound(format!("unknown device {device_id:?}")));
+    }
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 {
+        return Err(Error::invalid("bad_query", "limit must be at least 1"));
+    }
+    let predictions = core
+        .store
+        .history(&device_id, query.since, limit)
+        .into_iter()
+        .map(|p| (*p).clone())
+        .collect();
+    Ok(Json(HistoryResponse {
+        device_id,
+        predictions,
+    }))
+}
+
+/// `POST /v1/predict` body: one complete window.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PredictRequest {
+    /// Modality name → `window_samples` samples, each an array of `channels` values (raw sensor units).
+    /// An omitted modality is absent.
+    #[schema(value_type = HashMap<String, Vec<Vec<f32>>>)]
+    pub modalities: HashMap<String, Vec<Vec<f32>>>,
+}
+
+/// `POST /v1/predict` answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PredictResponse {
+    pub label: String,
+    pub class_index: usize,
+    /// In manifest class order.
+    pub probabilities: Vec<f32>,
+    pub logits: Vec<f32>,
+    pub embedding: Vec<f32>,
+    /// Modalities given, in manifest order.
+    pub present: Vec<String>,
+    pub timing: Timings,
+}
+
+/// Classifies one complete window. Goes through the same batcher as streaming windows.
+#[utoipa::path(
+    post, path = "/v1/predict", request_body = PredictRequest,
+    responses(
+        (status = 200, body = PredictResponse),
+        (status = 400, body = ErrorBody, description = "unknown modality, wrong channel count, wrong length, non-finite value, bad JSON"),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)
+    )
+)]
+async fn predict(
+    State(core): State<Core>,
+    AppJson(request): AppJson<PredictRequest>,
+) -> Result<Json<PredictResponse>, Error> {
+    let modalities = match flatten_rows(&core, request) {
+        Ok(m) => m,
+        Err(e) => {
+            core.metrics
+                .predict_requests
+                .with_label_values(&[Transport::Rest.as_str()])
+                .inc();
+            core.metrics
+                .predict_rejected
+                .with_label_values(&[Transport::Rest.as_str(), e.reason()])
+                .inc();
+            return Err(e);
+        }
+    };
+    let out = core.predict(Transport::Rest, modalities).await?;
+    Ok(Json(PredictResponse {
+        label: out.label,
+        class_index: out.class_index,
+        probabilities: out.probabilities,
+        logits: out.logits,
+        embedding: out.embedding,
+        present: out.present,
+        timing: out.timings,
+    }))
+}
+
+/// Samples-major rows → row-major flat values, checking every row's channel count.
+fn flatten_rows(core: &Core, request: PredictRequest) -> Result<HashMap<String, Vec<f32>>, Error> {
+    let mut out = HashMap::with_capacity(request.modalities.len());
+    for (name, rows) in request.modalities {
+        let channels = match core.manifest.modality_index(&name) {
+            Some(i) => core.manifest.modalities[i].channels,
+            // Unknown names are reported by the core with the list of known ones.
+            None => rows.first().map_or(1, Vec::len),
+        };
+        let mut flat = Vec::with_capacity(rows.len() * channels);
+        for (i, row) in rows.iter().enumerate() {
+            if row.len() != channels {
+                return Err(Error::invalid(
+                    "wrong_channels",
+                    format!(
+                        "modality {name:?} sample {i} has {} values; the model expects {channels} channels",
+                        row.len()
+                    ),
+                ));
+            }
+            flat.extend_from_slice(row);
+        }
+        out.insert(name, flat);
+    }
+    Ok(out)
 }

@@ -2,9 +2,27 @@
 //! per-device window assembly. gRPC, WebSocket and REST adapters all call [`Ingest`]; nothing here knows a
 //! transport beyond its name for metrics.
 
-use std::sync::Arc;
+mod devices;
+mod rate;
+#[cfg(test)]
+mod tests;
+pub mod validate;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+pub use devices::{DeviceInfo, ModalityStatus};
+
+use crate::batch::{Batcher, Job, Reply, StreamTarget};
 use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::model::Manifest;
+use crate::store::PredictionStore;
+use crate::window::{Clock, ClosedWindow, DeviceWindows, WindowPolicy};
 
 /// Which adapter a chunk or request came through (a metric label, nothing more).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +63,40 @@ pub struct ChunkReceipt {
     pub windows_closed: usize,
 }
 
+/// Limits of the ingest core (from `ServeArgs`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct IngestLimits {
+    pub max_devices: usize,
+    pub max_chunk_samples: usize,
+    /// Refuse a device sending more than this multiple of a modality's rate (sustained).
+    pub rate_limit_factor: f64,
+    /// Seconds of over-rate sending tolerated before refusing.
+    pub rate_burst_seconds: f64,
+    /// Chunk starts further than this from the server clock are refused.
+    pub max_clock_skew_nanos: i64,
+    /// Devices silent for this long are evicted.
+    pub device_idle_timeout_nanos: i64,
+}
+
+/// State of one device: its windows and rate buckets, behind the device's own lock.
 #[derive(Debug)]
-struct IngestInner {}
+struct DeviceState {
+    windows: DeviceWindows,
+    rates: Vec<rate::RateBucket>,
+}
+
+#[derive(Debug)]
+struct IngestInner {
+    manifest: Arc<Manifest>,
+    policy: WindowPolicy,
+    limits: IngestLimits,
+    devices: DashMap<String, Arc<Mutex<DeviceState>>>,
+    batcher: Batcher,
+    store: PredictionStore,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    closing: AtomicBool,
+}
 
 /// Handle to the ingest core; cloning is cheap.
 #[derive(Clone, Debug)]
@@ -55,13 +105,126 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    pub fn new(
+        manifest: Arc<Manifest>,
+        policy: WindowPolicy,
+        limits: IngestLimits,
+        batcher: Batcher,
+        store: PredictionStore,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(IngestInner {
+                manifest,
+                policy,
+                limits,
+                devices: DashMap::new(),
+                batcher,
+                store,
+                metrics,
+                clock,
+                closing: AtomicBool::new(false),
+            }),
+        }
+    }
+
     /// Validate (unknown modality, empty/bad device id, NaN/Inf, channel multiple, max chunk samples,
     /// max devices, per-device sample-rate sanity: > 10× the modality rate sustained ⇒ rate_limited) and
     /// accept a chunk. Every rejection is counted in metrics by transport and reason. Windows that close are
     /// handed to the batcher; their predictions appear in the PredictionStore and its broadcast feed.
     pub fn push(&self, transport: Transport, chunk: SensorChunk) -> Result<ChunkReceipt, Error> {
-        let _ = (&self.inner, transport, chunk);
-        todo!()
+        let result = self.push_inner(transport, &chunk);
+        let m = &self.inner.metrics;
+        match &result {
+            Ok(_) => m
+                .chunks_received
+                .with_label_values(&[transport.as_str()])
+                .inc(),
+            Err(e) => {
+                m.chunks_rejected
+                    .with_label_values(&[transport.as_str(), e.reason()])
+                    .inc();
+                tracing::debug!(device_id = %chunk.device_id, modality = %chunk.modality, error = %e, "chunk refused");
+            }
+        }
+        result
+    }
+
+    fn push_inner(&self, transport: Transport, chunk: &SensorChunk) -> Result<ChunkReceipt, Error> {
+        let inner = &*self.inner;
+        if inner.closing.load(Ordering::Acquire) {
+            return Err(Error::Unavailable(
+                "shutting down: no new data is accepted".into(),
+            ));
+        }
+        validate::device_id(&chunk.device_id)?;
+        let m = validate::modality(&inner.manifest, &chunk.modality)?;
+        let spec = &inner.manifest.modalities[m];
+        let rows = validate::samples(spec, &chunk.samples, inner.limits.max_chunk_samples)?;
+        let now = inner.clock.now_unix_nanos();
+        validate::timestamp(
+            chunk.start_unix_nanos,
+            now,
+            inner.limits.max_clock_skew_nanos,
+        )?;
+        let device = self.device(&chunk.device_id, now)?;
+        let mut closed = Vec::new();
+        let outcome = {
+            let mut state = device
+                .lock()
+                .map_err(|_| Error::Internal("device state lock poisoned".into()))?;
+            if !state.rates[m].take(rows, now) {
+                return Err(Error::ResourceExhausted {
+                    reason: "rate_limited",
+                    message: format!(
+                        "device {:?} sends {:?} faster than {}× its {} Hz rate",
+                        chunk.device_id,
+                        spec.name,
+                        inner.limits.rate_limit_factor,
+                        spec.sample_rate_hz
+                    ),
+                });
+            }
+            let outcome = state
+                .windows
+                .push(m, chunk.start_unix_nanos, &chunk.samples, now);
+            state.windows.close_ready(now, &mut closed);
+            outcome
+        };
+        let met = &inner.metrics;
+        let s = outcome.samples;
+        met.samples_received
+            .with_label_values(&[transport.as_str(), spec.name.as_str()])
+            .inc_by(s.accepted as u64);
+        for (reason, n) in [
+            ("late", s.late),
+            ("duplicate", s.duplicate),
+            ("buffer_full", s.overflow),
+        ] {
+            if n > 0 {
+                met.samples_dropped
+                    .with_label_values(&[reason])
+                    .inc_by(n as u64);
+            }
+        }
+        if s.out_of_order > 0 {
+            met.window_events.with_label_values(&["out_of_order"]).inc();
+        }
+        if outcome.clock_jump {
+            met.window_events.with_label_values(&["clock_jump"]).inc();
+            tracing::info!(device_id = %chunk.device_id, modality = %spec.name, "device clock jumped");
+        }
+        if outcome.rate_mismatch {
+            met.window_events
+                .with_label_values(&["rate_mismatch"])
+                .inc();
+        }
+        let windows_closed = self.submit(&chunk.device_id, closed);
+        Ok(ChunkReceipt {
+            samples_accepted: s.accepted,
+            windows_closed,
+        })
     }
 
     /// Optional declaration of the modalities a device will send (validates names, registers the device).
@@ -71,7 +234,194 @@ impl Ingest {
         device_id: &str,
         modalities: &[String],
     ) -> Result<(), Error> {
-        let _ = (transport, device_id, modalities);
-        todo!()
+        let result = self.hello_inner(device_id, modalities);
+        if let Err(e) = &result {
+            self.inner
+                .metrics
+                .chunks_rejected
+                .with_label_values(&[transport.as_str(), e.reason()])
+                .inc();
+        }
+        result
+    }
+
+    fn hello_inner(&self, device_id: &str, modalities: &[String]) -> Result<(), Error> {
+        let inner = &*self.inner;
+        if inner.closing.load(Ordering::Acquire) {
+            return Err(Error::Unavailable(
+                "shutting down: no new data is accepted".into(),
+            ));
+        }
+        validate::device_id(device_id)?;
+        let indices = modalities
+            .iter()
+            .map(|name| validate::modality(&inner.manifest, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = inner.clock.now_unix_nanos();
+        let device = self.device(device_id, now)?;
+        let mut state = device
+            .lock()
+            .map_err(|_| Error::Internal("device state lock poisoned".into()))?;
+        state.windows.declare(&indices, now);
+        Ok(())
+    }
+
+    /// The device's state, created on first contact (refused beyond `max_devices`).
+    fn device(&self, id: &str, now: i64) -> Result<Arc<Mutex<DeviceState>>, Error> {
+        let inner = &*self.inner;
+        if let Some(d) = inner.devices.get(id) {
+            return Ok(Arc::clone(&d));
+        }
+        if inner.devices.len() >= inner.limits.max_devices {
+            return Err(Error::ResourceExhausted {
+                reason: "max_devices",
+                message: format!(
+                    "the server tracks its maximum of {} devices",
+                    inner.limits.max_devices
+                ),
+            });
+        }
+        let entry = inner.devices.entry(id.to_string()).or_insert_with(|| {
+            let rates = inner
+                .manifest
+                .modalities
+                .iter()
+                .map(|m| {
+                    rate::RateBucket::new(
+                        m.sample_rate_hz,
+                        inner.limits.rate_limit_factor,
+                        inner.limits.rate_burst_seconds,
+                        inner.limits.max_chunk_samples,
+                        now,
+                    )
+                })
+                .collect();
+            Arc::new(Mutex::new(DeviceState {
+                windows: DeviceWindows::new(Arc::clone(&inner.manifest), inner.policy, now),
+                rates,
+            }))
+        });
+        let device = Arc::clone(&entry);
+        drop(entry);
+        inner.metrics.active_devices.set(inner.devices.len() as i64);
+        Ok(device)
+    }
+
+    /// Hands closed windows to the batcher; returns how many it took.
+    fn submit(&self, device_id: &str, closed: Vec<ClosedWindow>) -> usize {
+        let met = &self.inner.metrics;
+        let mut taken = 0;
+        for w in closed {
+            met.windows_emitted.inc();
+            let absent = w.input.present.iter().filter(|p| !**p).count();
+            met.windows_absent_modalities.observe(absent as f64);
+            let job = Job {
+                input: w.input,
+                reply: Reply::Store(StreamTarget {
+                    device_id: device_id.to_string(),
+                    window_end_unix_nanos: w.end_unix_nanos,
+                }),
+                ready_at: Instant::now(),
+                span: tracing::Span::current(),
+            };
+            // A refused window is counted by the batcher (queue_full / shutdown); the chunk itself stays accepted.
+            if self.inner.batcher.submit(job).is_ok() {
+                taken += 1;
+            }
+        }
+        taken
+    }
+
+    /// Closes windows whose lateness has passed and evicts idle devices. Called periodically.
+    pub fn tick(&self) {
+        let inner = &*self.inner;
+        let now = inner.clock.now_unix_nanos();
+        let mut idle = Vec::new();
+        let devices: Vec<(String, Arc<Mutex<DeviceState>>)> = inner
+            .devices
+            .iter()
+            .map(|e| (e.key().clone(), Arc::clone(e.value())))
+            .collect();
+        for (id, device) in devices {
+            let mut closed = Vec::new();
+            if let Ok(mut state) = device.lock() {
+                if now - state.windows.last_seen() > inner.limits.device_idle_timeout_nanos {
+                    idle.push(id);
+                    continue;
+                }
+                state.windows.close_ready(now, &mut closed);
+            }
+            if !closed.is_empty() {
+                self.submit(&id, closed);
+            }
+        }
+        for id in idle {
+            let removed = inner.devices.remove_if(&id, |_, d| {
+                d.lock()
+                    .map(|s| now - s.windows.last_seen() > inner.limits.device_idle_timeout_nanos)
+                    .unwrap_or(true)
+            });
+            if removed.is_some() {
+                inner.store.remove(&id);
+                inner.metrics.devices_evicted.inc();
+                tracing::info!(device_id = %id, "idle device evicted");
+            }
+        }
+        inner.metrics.active_devices.set(inner.devices.len() as i64);
+    }
+
+    /// Stops accepting data and closes every window that holds data (as if its lateness had passed), so
+    /// accepted samples still reach the batcher before it drains.
+    pub fn close_and_flush(&self) -> usize {
+        let inner = &*self.inner;
+        inner.closing.store(true, Ordering::Release);
+        let devices: Vec<(String, Arc<Mutex<DeviceState>>)> = inner
+            .devices
+            .iter()
+            .map(|e| (e.key().clone(), Arc::clone(e.value())))
+            .collect();
+        let mut flushed = 0;
+        for (id, device) in devices {
+            let mut closed = Vec::new();
+            if let Ok(mut state) = device.lock() {
+                state.windows.close_ready(i64::MAX / 4, &mut closed);
+            }
+            flushed += self.submit(&id, closed);
+        }
+        flushed
+    }
+
+    /// Every tracked device, sorted by id.
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        let mut out: Vec<DeviceInfo> = self
+            .inner
+            .devices
+            .iter()
+            .filter_map(|e| self.describe(e.key(), e.value()))
+            .collect();
+        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        out
+    }
+
+    /// One device, if tracked.
+    pub fn device_info(&self, id: &str) -> Option<DeviceInfo> {
+        let d = self.inner.devices.get(id).map(|d| Arc::clone(&d))?;
+        self.describe(id, &d)
+    }
+
+    fn describe(&self, id: &str, device: &Mutex<DeviceState>) -> Option<DeviceInfo> {
+        let state = device.lock().ok()?;
+        Some(devices::describe(
+            id,
+            &self.inner.manifest,
+            &state.windows,
+            self.inner.clock.now_unix_nanos(),
+            self.inner.policy.stale_nanos,
+        ))
+    }
+
+    /// The clock windows are closed by.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 /// Where the time of one prediction went, in seconds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     /// From the window entering the batch queue to its batch starting to run.
     pub queue_seconds: f64,
@@ -22,7 +22,7 @@ pub struct Timings {
 }
 
 /// One prediction for one device window.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Prediction {
     pub device_id: String,
     /// End of the window `[end − window, end)`, unix nanoseconds.

@@ -1,0 +1,57 @@
+//! Serves the HTTP router and the gRPC routes on already-bound listeners, in plain TCP or TLS
+//! (`--tls-cert`/`--tls-key`, see `api::tls`), until a stop future completes.
+
+use std::future::Future;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::tls::TlsIdentity;
+
+/// Serves `app` until `stop` completes; in-flight requests finish first.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<TlsIdentity>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Some(tls) = tls else {
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("HTTP server failed");
+    };
+    let config = tls.http_config();
+    let handle = axum_server::Handle::new();
+    let on_stop = handle.clone();
+    tokio::spawn(async move {
+        stop.await;
+        on_stop.graceful_shutdown(None);
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, config)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .context("HTTPS server failed")
+}
+
+/// Serves the gRPC `routes` until `stop` completes.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    tls: Option<TlsIdentity>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.grpc_config())
+            .context("invalid gRPC TLS configuration")?;
+    }
+    builder
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        .await
+        .context("gRPC server failed")
+}

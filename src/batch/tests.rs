@@ -1,0 +1,258 @@
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::infer::{Backend, WorkerPool};
+use crate::model::manifest::tests::two_modality_manifest;
+
+use crate::infer::testing::EchoBackend;
+
+struct Harness {
+    batcher: Batcher,
+    actor: tokio::task::JoinHandle<()>,
+    pool: WorkerPool,
+    store: PredictionStore,
+    metrics: Arc<Metrics>,
+    sizes: Arc<Mutex<Vec<usize>>>,
+}
+
+async fn harness(config: BatcherConfig, gate: Option<Arc<Mutex<()>>>) -> Harness {
+    let manifest = Arc::new(two_modality_manifest());
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&sizes);
+    let factory: crate::infer::workers::BackendFactory = Arc::new(move |_| {
+        Ok(Box::new(EchoBackend {
+            sizes: Arc::clone(&s),
+            gate: gate.clone(),
+        }) as Box<dyn Backend>)
+    });
+    let (pool, ready) = WorkerPool::start(1, factory, Vec::new());
+    let info = ready.await.expect("pool ready");
+    assert_eq!(info.execution_provider, "echo");
+    let metrics = Arc::new(Metrics::new(2, config.max_batch_size));
+    let store = PredictionStore::new(16, 16);
+    let (batcher, actor) = Batcher::start(
+        config,
+        Arc::clone(&manifest),
+        pool.sender().expect("pool sender"),
+        store.clone(),
+        Arc::clone(&metrics),
+    );
+    Harness {
+        batcher,
+        actor,
+        pool,
+        store,
+        metrics,
+        sizes,
+    }
+}
+
+fn input(v: f32) -> ModelInput {
+    let mut i = ModelInput::zeros(&two_modality_manifest());
+    i.modalities[0][0] = v;
+    i.present[0] = true;
+    i
+}
+
+fn config(max_batch_size: usize, queue_capacity: usize) -> BatcherConfig {
+    BatcherConfig {
+        max_batch_size,
+        max_batch_delay: Duration::from_millis(20),
+        queue_capacity,
+        window_deadline: Duration::from_secs(30),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_callers_are_batched_and_each_gets_its_own_row() {
+    let h = harness(config(4, 64), None).await;
+    let calls = (0..10).map(|i| {
+        let b = h.batcher.clone();
+        async move { b.predict(input(i as f32), Instant::now()).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (i, a) in answers.into_iter().enumerate() {
+        let a = a.expect("answer");
+        assert_eq!(a.output.logits, vec![i as f32, 0.0, 0.0]);
+        assert_eq!(a.output.embedding, vec![i as f32; 4]);
+        assert_eq!(a.output.class_index(), 1);
+        assert!(a.timings.batch_size >= 1 && a.timings.batch_size <= 4);
+    }
+    let sizes = h.sizes.lock().expect("sizes").clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 10);
+    assert!(sizes.iter().all(|&s| s <= 4), "{sizes:?}");
+    assert!(
+        sizes.len() < 10,
+        "windows that arrive together share a batch: {sizes:?}"
+    );
+    assert_eq!(h.metrics.predictions.get(), 10);
+}
+
+#[tokio::test]
+async fn full_queue_sheds_with_resource_exhausted() {
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().expect("gate");
+    let h = harness(config(1, 2), Some(Arc::clone(&gate))).await;
+    let mut waiting = Vec::new();
+    let mut refused = 0;
+    for i in 0..12 {
+        let b = h.batcher.clone();
+        let (tx, rx) = oneshot::channel();
+        match b.submit(Job {
+            input: input(i as f32),
+            reply: Reply::Caller(tx),
+            ready_at: Instant::now(),
+            span: tracing::Span::none(),
+        }) {
+            Ok(()) => waiting.push(rx),
+            Err(e) => {
+                assert_eq!(e.reason(), "queue_full");
+                refused += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(refused > 0, "a blocked worker must make the queue overflow");
+    assert_eq!(
+        h.metrics
+            .windows_shed
+            .with_label_values(&["queue_full"])
+            .get(),
+        refused
+    );
+    drop(held);
+    for rx in waiting {
+        rx.await
+            .expect("reply")
+            .expect("accepted jobs still complete");
+    }
+}
+
+#[tokio::test]
+async fn windows_past_their_deadline_are_dropped() {
+    let mut c = config(8, 16);
+    c.window_deadline = Duration::from_millis(50);
+    let h = harness(c, None).await;
+    let old = Instant::now() - Duration::from_millis(500);
+    let err = h.batcher.predict(input(1.0), old).await.unwrap_err();
+    assert_eq!(err.kind(), "deadline_exceeded");
+    assert_eq!(
+        h.metrics
+            .windows_shed
+            .with_label_values(&["deadline"])
+            .get(),
+        1
+    );
+    h.batcher
+        .predict(input(2.0), Instant::now())
+        .await
+        .expect("fresh window runs");
+}
+
+#[tokio::test]
+async fn streaming_windows_go_to_the_store_and_inference_errors_are_counted() {
+    let h = harness(config(8, 16), None).await;
+    let mut feed = h.store.subscribe();
+    let mut i = input(3.0);
+    i.present[1] = true;
+    h.batcher
+        .submit(Job {
+            input: i,
+            reply: Reply::Store(StreamTarget {
+                device_id: "dev-1".into(),
+                window_end_unix_nanos: 42,
+            }),
+            ready_at: Instant::now(),
+            span: tracing::Span::none(),
+        })
+        .expect("queued");
+    let p = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("in time")
+        .expect("prediction");
+    assert_eq!(p.device_id, "dev-1");
+    assert_eq!(p.window_end_unix_nanos, 42);
+    assert_eq!(p.label, "b");
+    assert_eq!(
+        p.present_modalities,
+        vec!["acc".to_string(), "gyro".to_string()]
+    );
+    assert_eq!(h.store.latest("dev-1").as_deref(), Some(&*p));
+
+    let err = h
+        .batcher
+        .predict(input(-1.0), Instant::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "internal");
+    assert_eq!(h.metrics.inference_errors.get(), 1);
+}
+
+#[tokio::test]
+async fn close_drains_the_queue_then_refuses() {
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().expect("gate");
+    let Harness {
+        batcher,
+        actor,
+        mut pool,
+        ..
+    } = harness(config(2, 16), Some(Arc::clone(&gate))).await;
+    let pending: Vec<_> = (0..6)
+        .map(|i| {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.predict(input(i as f32), Instant::now()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    batcher.close();
+    let refused = batcher
+        .predict(input(9.0), Instant::now())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), "unavailable");
+    drop(held);
+    for p in pending {
+        p.await
+            .expect("task")
+            .expect("queued work finishes after close");
+    }
+    actor.await.expect("actor exits once drained");
+    pool.close();
+    drop(batcher);
+    tokio::task::spawn_blocking(move || pool.join())
+        .await
+        .expect("workers exit");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_job_is_answered_once_within_the_batch_limit(
+        jobs in 1usize..40,
+        max_batch in 1usize..9,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        rt.block_on(async {
+            let mut c = config(max_batch, 64);
+            c.max_batch_delay = Duration::from_millis(1);
+            let h = harness(c, None).await;
+            let calls = (0..jobs).map(|i| {
+                let b = h.batcher.clone();
+                async move { b.predict(input(i as f32), Instant::now()).await }
+            });
+            let answers = futures::future::join_all(calls).await;
+            for (i, a) in answers.into_iter().enumerate() {
+                assert_eq!(a.expect("answer").output.logits[0], i as f32);
+            }
+            let sizes = h.sizes.lock().expect("sizes").clone();
+            assert_eq!(sizes.iter().sum::<usize>(), jobs);
+            assert!(sizes.iter().all(|&s| s >= 1 && s <= max_batch), "{sizes:?}");
+            drop(h.actor);
+        });
+    }
+}
