@@ -1,0 +1,187 @@
+"""python -m crossl unpack | pretrain | finetune | evaluate | report | export | release"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from . import data
+from .model import OFFICIAL_WIDTHS, SMALL_WIDTHS
+from .train import ClassifierConfig, PretrainConfig
+
+DEFAULT_RUNS = Path("training/runs") if Path("training/crossl").is_dir() else Path("runs")
+
+
+def _subjects(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _fractions(text: str) -> list[float]:
+    return [float(f) / 100 for f in text.split(",")]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=data.DEFAULT_DATA_DIR, help="DSADS folder (holding data/aXX/pY/sZZ.txt)")
+    p.add_argument("--subjects", type=_subjects, default=_subjects("p1,p2,p3,p4,p5,p6"), help="subjects available for training/evaluation")
+    p.add_argument("--cache-dir", type=Path, default=Path("~/.cache/crossl/arrays").expanduser(), help="parsed .npy cache (outside the repo)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--widths", choices=["small", "official"], default="small", help="encoder widths: small 8/16/32 or official 24/48/96")
+    p.add_argument("--head-hidden", type=int, default=64, help="hidden units of the classifier head (0 = linear)")
+    p.add_argument("--hop", type=int, default=50, help="pre-training sliding-window hop, samples")
+    p.add_argument("--pretrain-epochs", type=int, default=PretrainConfig.epochs)
+    p.add_argument("--pretrain-batch", type=int, default=PretrainConfig.batch_size)
+    p.add_argument("--pretrain-lr", type=float, default=PretrainConfig.lr)
+    p.add_argument("--coverage", type=float, default=PretrainConfig.coverage, help="latent mask keep probability per modality")
+    p.add_argument("--vicreg", type=float, nargs=3, default=(10.0, 10.0, 100.0), metavar=("INV", "VAR", "COV"))
+    p.add_argument("--l2", type=float, default=1e-4, help="L2 penalty on conv kernels")
+    p.add_argument("--clf-epochs", type=int, default=ClassifierConfig.epochs)
+    p.add_argument("--clf-min-passes", type=int, default=ClassifierConfig.min_passes, help="fewest labelled sample passes")
+    p.add_argument("--clf-max-passes", type=int, default=ClassifierConfig.max_passes, help="most labelled sample passes")
+    p.add_argument("--clf-lr", type=float, default=ClassifierConfig.lr)
+    p.add_argument("--no-modality-dropout", action="store_true", help="train classifiers with every modality present")
+    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUNS, help="checkpoints and logs (git-ignored)")
+
+
+def _configs(a: argparse.Namespace) -> tuple[PretrainConfig, ClassifierConfig, tuple[int, ...]]:
+    pre = PretrainConfig(
+        epochs=a.pretrain_epochs,
+        batch_size=a.pretrain_batch,
+        lr=a.pretrain_lr,
+        coverage=a.coverage,
+        l2=a.l2,
+        invariance=a.vicreg[0],
+        variance=a.vicreg[1],
+        covariance=a.vicreg[2],
+    )
+    clf = ClassifierConfig(
+        epochs=a.clf_epochs,
+        min_passes=a.clf_min_passes,
+        max_passes=a.clf_max_passes,
+        lr=a.clf_lr,
+        l2=a.l2,
+        modality_dropout=not a.no_modality_dropout,
+    )
+    return pre, clf, SMALL_WIDTHS if a.widths == "small" else OFFICIAL_WIDTHS
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python -m crossl " + shlex.join(argv)
+    parser = argparse.ArgumentParser(prog="python -m crossl", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("unpack", help="extract the DSADS archive (tar.xz) into a folder outside the repo")
+    p.add_argument("--archive", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=data.DEFAULT_DATA_DIR)
+
+    p = sub.add_parser("pretrain", help="VICReg pre-training with latent masking on unlabelled windows")
+    _common(p)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file")
+
+    p = sub.add_parser("finetune", help="train the classifier on labelled windows (probe or full fine-tune)")
+    _common(p)
+    p.add_argument("--pretrained", type=Path, help="pre-trained checkpoint; omit for supervised from scratch")
+    p.add_argument("--frozen", action="store_true", help="frozen encoder+aggregator (probe)")
+    p.add_argument("--label-percent", type=float, default=100.0)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file")
+
+    p = sub.add_parser("evaluate", help="leave-one-subject-out evaluation; writes fold JSONs, tables and plots")
+    _common(p)
+    p.add_argument("--folds", type=_subjects, default=_subjects("p1,p2,p3"), help="held-out subjects, one fold each")
+    p.add_argument("--label-percents", type=_fractions, default=_fractions("1,5,10,100"))
+    p.add_argument("--methods", type=_subjects, default=_subjects("crossl_probe,crossl_finetune,supervised,random_probe"))
+    p.add_argument("--out", type=Path, required=True, help="results folder")
+
+    p = sub.add_parser("report", help="tables and plots from the fold JSONs in a results folder")
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="default: the results folder")
+
+    p = sub.add_parser("export", help="write model.onnx, model.json, golden.json from a checkpoint")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=data.DEFAULT_DATA_DIR)
+    p.add_argument("--out", type=Path, default=Path("models/crossl-dsads"))
+    p.add_argument("--name", default="crossl-dsads")
+    p.add_argument("--version", required=True)
+    p.add_argument("--metrics", type=Path, help="JSON of summary metrics for the manifest")
+
+    p = sub.add_parser("release", help="pre-train + train the head on all subjects, export models/<name>/")
+    _common(p)
+    p.add_argument("--method", choices=["finetune", "probe", "supervised"], default="finetune")
+    p.add_argument("--out", type=Path, default=Path("models/crossl-dsads"))
+    p.add_argument("--name", default="crossl-dsads")
+    p.add_argument("--version", required=True)
+    p.add_argument("--metrics", type=Path, help="JSON of summary metrics (e.g. from `report`) for the manifest")
+
+    a = parser.parse_args(argv)
+    if hasattr(a, "threads"):
+        torch.set_num_threads(a.threads)
+
+    if a.cmd == "unpack":
+        print(data.unpack(a.archive, a.out))
+    elif a.cmd == "pretrain":
+        from .evaluate import build_model
+        from .release import save_checkpoint
+        from .train import pretrain, seed_everything
+
+        pre, _, widths = _configs(a)
+        ds = data.DSADS.load(a.data, a.subjects, a.cache_dir)
+        mean, std = data.channel_stats(ds.segments(a.subjects)[0])
+        seed_everything(a.seed)
+        model = build_model(mean, std, widths, a.head_hidden)
+        history = pretrain(model, ds.sliding_windows(a.subjects, a.hop), pre, a.seed, a.run_dir / "pretrain_last.pt")
+        save_checkpoint(model, a.out, history=history, command=command)
+    elif a.cmd == "finetune":
+        from .evaluate import build_model, modality_groups
+        from .release import load_checkpoint, save_checkpoint
+        from .train import seed_everything, train_classifier
+
+        _, clf, widths = _configs(a)
+        ds = data.DSADS.load(a.data, a.subjects, a.cache_dir)
+        x, y = ds.segments(a.subjects)
+        seed_everything(a.seed)
+        if a.pretrained:
+            model, _ = load_checkpoint(a.pretrained)
+        else:
+            model = build_model(*data.channel_stats(x), widths, a.head_hidden)
+        idx = data.stratified_subset(y, a.label_percent / 100, a.seed)
+        info = train_classifier(model, x[idx], y[idx], clf, modality_groups(), a.seed, a.frozen, desc="finetune")
+        save_checkpoint(model, a.out, command=command, info=info)
+    elif a.cmd == "evaluate":
+        from . import evaluate, report
+
+        pre, clf, widths = _configs(a)
+        evaluate.run(
+            a.data, a.folds, a.subjects, a.out, a.label_percents, a.methods, pre, clf, widths,
+            a.head_hidden, a.hop, a.seed, a.cache_dir, command,
+        )  # fmt: skip
+        report.write(a.out, a.out, folds=a.folds)
+    elif a.cmd == "report":
+        from . import report
+
+        report.write(a.results, a.out or a.results)
+    elif a.cmd == "export":
+        import json
+
+        from .release import load_checkpoint, write_model_dir
+
+        model, saved = load_checkpoint(a.checkpoint)
+        metrics = json.loads(a.metrics.read_text()) if a.metrics else {}
+        training = {"dataset": "DSADS", "command": saved.get("command", command), "exported_by": command}
+        write_model_dir(model, a.data, a.out, a.name, a.version, training, metrics)
+    elif a.cmd == "release":
+        from .release import release
+
+        pre, clf, widths = _configs(a)
+        release(
+            a.data, a.subjects, a.out, a.name, a.version, a.method, pre, clf, widths, a.head_hidden,
+            a.hop, a.seed, a.cache_dir, a.run_dir, a.metrics, command,
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Leave-one-subject-out evaluation: CroSSL probe / fine-tune vs supervised and random-init baselines,
+at several label fractions, under every pattern of missing body units and sensor types."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from . import data
+from .model import CroSSL
+from .train import (
+    ClassifierConfig,
+    ModalityGroups,
+    PretrainConfig,
+    encode_all,
+    fresh_copy,
+    logits_from_embeddings,
+    pretrain,
+    seed_everything,
+    train_classifier,
+)
+
+METHODS = {
+    # name: (starts from pre-trained weights, encoder+aggregator frozen)
+    "crossl_probe": (True, True),
+    "crossl_finetune": (True, False),
+    "supervised": (False, False),
+    "random_probe": (False, True),
+}
+METHOD_LABELS = {
+    "crossl_probe": "CroSSL frozen probe",
+    "crossl_finetune": "CroSSL fine-tune",
+    "supervised": "Supervised from scratch",
+    "random_probe": "Random-init frozen probe",
+}
+
+
+def modality_groups() -> ModalityGroups:
+    return ModalityGroups(
+        unit_of=[data.UNITS.index(data.modality_unit(m)) for m in data.MODALITIES],
+        sensor_of=[data.SENSORS.index(data.modality_sensor(m)) for m in data.MODALITIES],
+    )
+
+
+def scenarios() -> dict[str, np.ndarray]:
+    """Presence masks to evaluate: all 31 non-empty subsets of body units ('all' = all five), then whole
+    sensor types absent."""
+    out: dict[str, np.ndarray] = {}
+    units = [data.modality_unit(m) for m in data.MODALITIES]
+    sensors = [data.modality_sensor(m) for m in data.MODALITIES]
+    for k in range(len(data.UNITS), 0, -1):
+        for combo in itertools.combinations(data.UNITS, k):
+            name = "all" if k == len(data.UNITS) else "+".join(combo)
+            out[name] = np.array([u in combo for u in units], dtype=np.float32)
+    out["no_mag"] = np.array([s != "mag" for s in sensors], dtype=np.float32)
+    out["no_gyro"] = np.array([s != "gyro" for s in sensors], dtype=np.float32)
+    out["acc_only"] = np.array([s == "acc" for s in sensors], dtype=np.float32)
+    return out
+
+
+def units_in(scenario: str) -> int | None:
+    if scenario == "all":
+        return len(data.UNITS)
+    if scenario in ("no_mag", "no_gyro", "acc_only"):
+        return None
+    return scenario.count("+") + 1
+
+
+def score(model: CroSSL, e_test: torch.Tensor, y_test: np.ndarray) -> tuple[dict, list]:
+    out = {}
+    confusion = None
+    for name, keep in scenarios().items():
+        pred = logits_from_embeddings(model, e_test, torch.from_numpy(keep)[None]).argmax(-1).numpy()
+        out[name] = {
+            "macro_f1": float(f1_score(y_test, pred, average="macro", labels=np.arange(len(data.CLASSES)))),
+            "accuracy": float(accuracy_score(y_test, pred)),
+        }
+        if name == "all":
+            confusion = confusion_matrix(y_test, pred, labels=np.arange(len(data.CLASSES))).tolist()
+    return out, confusion
+
+
+def build_model(mean: np.ndarray, std: np.ndarray, widths: tuple[int, ...], head_hidden: int) -> CroSSL:
+    return CroSSL(
+        len(data.MODALITIES),
+        data.CHANNELS_PER_MODALITY,
+        len(data.CLASSES),
+        torch.from_numpy(mean),
+        torch.from_numpy(std),
+        widths=widths,
+        head_hidden=head_hidden,
+    )
+
+
+def run_fold(
+    ds: data.DSADS,
+    test_subject: str,
+    subjects: list[str],
+    fractions: list[float],
+    methods: list[str],
+    pre_cfg: PretrainConfig,
+    clf_cfg: ClassifierConfig,
+    widths: tuple[int, ...],
+    head_hidden: int,
+    hop: int,
+    seed: int,
+    run_dir: Path,
+) -> dict:
+    train_subjects = [s for s in subjects if s != test_subject]
+    x_tr, y_tr = ds.segments(train_subjects)
+    x_te, y_te = ds.segments([test_subject])
+    mean, std = data.channel_stats(x_tr)
+    groups = modality_groups()
+    fold_seed = seed + 1000 * subjects.index(test_subject)
+
+    seed_everything(fold_seed)
+    pretrained = build_model(mean, std, widths, head_hidden)
+    ckpt = run_dir / f"pretrain_{test_subject}.pt"
+    if ckpt.exists() and torch.load(ckpt)["history"].__len__() == pre_cfg.epochs:
+        saved = torch.load(ckpt)
+        pretrained.load_state_dict(saved["state"])
+        history = saved["history"]
+        print(f"[{test_subject}] reusing {ckpt}", flush=True)
+    else:
+        windows = ds.sliding_windows(train_subjects, hop)
+        print(f"[{test_subject}] pre-training on {len(windows)} windows from {train_subjects}", flush=True)
+        history = pretrain(pretrained, windows, pre_cfg, fold_seed, ckpt, desc=f"pretrain {test_subject}")
+        del windows
+
+    results: dict = {m: {} for m in methods}
+    confusions: dict = {m: {} for m in methods}
+    timings: dict = {m: {} for m in methods}
+    for frac in fractions:
+        idx = data.stratified_subset(y_tr, frac, fold_seed + int(round(frac * 1000)))
+        for method in methods:
+            from_pretrained, frozen = METHODS[method]
+            seed_everything(fold_seed + 7)
+            model = fresh_copy(pretrained) if from_pretrained else build_model(mean, std, widths, head_hidden)
+            info = train_classifier(
+                model, x_tr[idx], y_tr[idx], clf_cfg, groups, fold_seed + 11, frozen, desc=f"{test_subject} {method} {frac:g}"
+            )
+            scores, confusion = score(model, encode_all(model, x_te), y_te)
+            key = f"{frac:g}"
+            results[method][key] = scores
+            confusions[method][key] = confusion
+            timings[method][key] = info
+            print(
+                f"[{test_subject}] {method:16s} labels={frac:>5g} n={len(idx):5d} "
+                f"macroF1(all)={scores['all']['macro_f1']:.4f} no_mag={scores['no_mag']['macro_f1']:.4f} "
+                f"({info['seconds']:.0f}s)",
+                flush=True,
+            )
+    return {
+        "test_subject": test_subject,
+        "train_subjects": train_subjects,
+        "n_train": int(len(y_tr)),
+        "n_test": int(len(y_te)),
+        "pretrain_history": history,
+        "results": results,
+        "confusion_all": confusions,
+        "timings": timings,
+    }
+
+
+def run(
+    root: Path,
+    folds: list[str],
+    subjects: list[str],
+    out_dir: Path,
+    fractions: list[float],
+    methods: list[str],
+    pre_cfg: PretrainConfig,
+    clf_cfg: ClassifierConfig,
+    widths: tuple[int, ...],
+    head_hidden: int,
+    hop: int,
+    seed: int,
+    cache_dir: Path | None,
+    command: str,
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = data.DSADS.load(root, subjects, cache_dir)
+    settings = {
+        "command": command,
+        "subjects": subjects,
+        "fractions": fractions,
+        "methods": methods,
+        "pretrain": asdict(pre_cfg),
+        "classifier": asdict(clf_cfg),
+        "widths": list(widths),
+        "head_hidden": head_hidden,
+        "hop": hop,
+        "seed": seed,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    for fold in folds:
+        path = out_dir / f"fold_{fold}.json"
+        if path.exists() and json.loads(path.read_text()).get("settings") == settings:
+            print(f"[{fold}] done already: {path}", flush=True)
+            continue
+        t0 = time.perf_counter()
+        result = run_fold(ds, fold, subjects, fractions, methods, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, out_dir / "checkpoints")
+        result["settings"] = settings
+        result["seconds"] = time.perf_counter() - t0
+        path.write_text(json.dumps(result, indent=1))
+        print(f"[{fold}] wrote {path} ({result['seconds']:.0f}s)", flush=True)

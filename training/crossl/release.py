@@ -1,0 +1,114 @@
+"""Train the shipped model on all available subjects and write models/<name>/ per docs/model-contract.md."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data, export
+from .evaluate import build_model, modality_groups
+from .model import CroSSL
+from .train import ClassifierConfig, PretrainConfig, pretrain, seed_everything, train_classifier
+
+
+def save_checkpoint(model: CroSSL, path: Path, **extra) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": model.state_dict(), "config": model.config, **extra}, path)
+
+
+def load_checkpoint(path: Path) -> tuple[CroSSL, dict]:
+    saved = torch.load(path, map_location="cpu")
+    cfg = dict(saved["config"])
+    model = CroSSL(**cfg)
+    model.load_state_dict(saved["state"])
+    return model.eval(), saved
+
+
+def write_model_dir(
+    model: CroSSL, root: Path, out_dir: Path, name: str, version: str, training: dict, metrics: dict
+) -> dict:
+    """model.onnx + model.json + golden.json; checks ORT against PyTorch on the golden cases before returning."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / "model.onnx"
+    export.export_onnx(model, data.MODALITIES, onnx_path, data.WINDOW_SAMPLES)
+    man = export.manifest(
+        model,
+        name,
+        version,
+        f"CroSSL on DSADS: {len(data.MODALITIES)} modalities (5 body units x acc/gyro/mag), {len(data.CLASSES)} activities",
+        onnx_path,
+        training,
+        metrics,
+    )
+    gold = export.golden(model, root, man["model_sha256"])
+    worst = 0.0
+    session = export.ort_session(onnx_path)
+    for case in gold["cases"]:
+        x, present = export.golden_inputs(case, data.MODALITIES, data.CHANNELS_PER_MODALITY, data.WINDOW_SAMPLES)
+        got = export.ort_run(session, data.MODALITIES, x, present)
+        for k in export.OUTPUT_NAMES:
+            worst = max(worst, float(np.abs(got[k][0] - np.asarray(case[k], dtype=np.float32)).max()))
+    if worst > gold["tolerance"]:
+        raise RuntimeError(f"ORT vs PyTorch max abs diff {worst:.2e} exceeds {gold['tolerance']}")
+    man["training"]["ort_vs_torch_max_abs_diff_on_golden"] = worst
+    export.write_json(out_dir / "model.json", man)
+    export.write_json(out_dir / "golden.json", gold)
+    print(f"wrote {out_dir} (sha256 {man['model_sha256'][:12]}..., ORT vs torch {worst:.2e})", flush=True)
+    return man
+
+
+def release(
+    root: Path,
+    subjects: list[str],
+    out_dir: Path,
+    name: str,
+    version: str,
+    method: str,
+    pre_cfg: PretrainConfig,
+    clf_cfg: ClassifierConfig,
+    widths: tuple[int, ...],
+    head_hidden: int,
+    hop: int,
+    seed: int,
+    cache_dir: Path | None,
+    run_dir: Path,
+    metrics_file: Path | None,
+    command: str,
+) -> None:
+    t0 = time.perf_counter()
+    ds = data.DSADS.load(root, subjects, cache_dir)
+    x, y = ds.segments(subjects)
+    mean, std = data.channel_stats(x)
+    seed_everything(seed)
+    model = build_model(mean, std, widths, head_hidden)
+    history: list = []
+    if method != "supervised":
+        windows = ds.sliding_windows(subjects, hop)
+        print(f"pre-training on {len(windows)} unlabelled windows from {subjects}", flush=True)
+        history = pretrain(model, windows, pre_cfg, seed, run_dir / "release_pretrain.pt", desc="release pretrain")
+        del windows
+    t1 = time.perf_counter()
+    info = train_classifier(model, x, y, clf_cfg, modality_groups(), seed + 11, frozen=(method == "probe"), desc="release head")
+    save_checkpoint(model, run_dir / "release_model.pt")
+    metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
+    training = {
+        "dataset": "DSADS (UCI ML Repository 256), raw layout",
+        "subjects": subjects,
+        "labelled_windows": int(len(y)),
+        "method": method,
+        "command": command,
+        "pretrain": {**vars(pre_cfg), "hop_samples": hop, "epochs_run": len(history)},
+        "classifier": vars(clf_cfg),
+        "seed": seed,
+        "pretrain_seconds": round(t1 - t0, 1),
+        "classifier_seconds": round(info["seconds"], 1),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "machine": f"{platform.machine()} CPU, torch threads={torch.get_num_threads()}, torch {torch.__version__}",
+        "normalisation": "per-channel mean/std of the training subjects, inside the graph",
+    }
+    write_model_dir(model, root, out_dir, name, version, training, metrics)

@@ -1,0 +1,209 @@
+"""Tables (markdown), summary JSON and plots (PNG) from the per-fold JSONs that `evaluate` writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import data
+from .evaluate import METHOD_LABELS, units_in
+
+SENSOR_SCENARIOS = ["no_mag", "no_gyro", "acc_only"]
+
+
+def load_folds(results_dir: Path, folds: list[str] | None = None) -> list[dict]:
+    paths = sorted(results_dir.glob("fold_*.json"))
+    out = [json.loads(p.read_text()) for p in paths]
+    if folds is not None:
+        out = [f for f in out if f["test_subject"] in folds]
+    if not out:
+        raise FileNotFoundError(f"no fold_*.json in {results_dir}")
+    return sorted(out, key=lambda f: f["test_subject"])
+
+
+def _ms(values: list[float]) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "folds": [float(x) for x in v]}
+
+
+def _fmt(stat: dict) -> str:
+    return f"{stat['mean']:.3f} ± {stat['sd']:.3f}"
+
+
+def summarize(folds: list[dict]) -> dict:
+    methods = list(folds[0]["results"].keys())
+    fractions = list(folds[0]["results"][methods[0]].keys())
+    scen = list(folds[0]["results"][methods[0]][fractions[0]].keys())
+    full = fractions[-1]
+    summary: dict = {
+        "folds": [f["test_subject"] for f in folds],
+        "methods": methods,
+        "label_fractions": fractions,
+        "by_fraction": {},
+        "robustness": {},
+        "quality_bar": {},
+    }
+    for m in methods:
+        summary["by_fraction"][m] = {
+            fr: {
+                metric: _ms([f["results"][m][fr]["all"][metric] for f in folds]) for metric in ("macro_f1", "accuracy")
+            }
+            for fr in fractions
+        }
+        summary["robustness"][m] = {s: _ms([f["results"][m][full][s]["macro_f1"] for f in folds]) for s in scen}
+        rob = summary["robustness"][m]
+        one_missing = [s for s in scen if units_in(s) == len(data.UNITS) - 1]
+        pairs = [s for s in scen if units_in(s) == 2]
+        worst = min(one_missing, key=lambda s: rob[s]["mean"])
+        summary["quality_bar"][m] = {
+            "label_fraction": full,
+            "all_modalities": rob["all"]["mean"],
+            "worst_single_unit_missing": {"scenario": worst, "macro_f1": rob[worst]["mean"]},
+            "no_mag": rob["no_mag"]["mean"],
+            "mean_over_unit_pairs": float(np.mean([rob[s]["mean"] for s in pairs])),
+            "by_units_present": {
+                k: float(np.mean([rob[s]["mean"] for s in scen if units_in(s) == k])) for k in range(1, len(data.UNITS) + 1)
+            },
+        }
+    return summary
+
+
+def tables_markdown(summary: dict, folds: list[dict]) -> str:
+    methods, fractions = summary["methods"], summary["label_fractions"]
+    lines = [
+        f"Leave-one-subject-out folds (held-out subject): {', '.join(summary['folds'])}. "
+        "Each cell: mean ± sd over folds; macro-F1 (sklearn, 19 classes) unless stated.",
+        "",
+        "### Macro-F1 by label fraction (all 15 modalities present)",
+        "",
+        "| method | " + " | ".join(f"{float(f) * 100:g} % labels" for f in fractions) + " |",
+        "|---|" + "---|" * len(fractions),
+    ]
+    for m in methods:
+        cells = [_fmt(summary["by_fraction"][m][f]["macro_f1"]) for f in fractions]
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    lines += ["", "### Accuracy by label fraction (all 15 modalities present)", ""]
+    lines += ["| method | " + " | ".join(f"{float(f) * 100:g} % labels" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]
+    for m in methods:
+        cells = [_fmt(summary["by_fraction"][m][f]["accuracy"]) for f in fractions]
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+
+    full = fractions[-1]
+    lines += [
+        "",
+        f"### Quality-bar view ({float(full) * 100:g} % labels; bar: all ≥ 0.90, worst one unit missing ≥ 0.85, "
+        "no magnetometers ≥ 0.85, mean over the 10 unit pairs ≥ 0.75)",
+        "",
+        "| method | all 15 | worst single unit missing | no mag | mean over 10 unit pairs |",
+        "|---|---|---|---|---|",
+    ]
+    for m in methods:
+        q = summary["quality_bar"][m]
+        w = q["worst_single_unit_missing"]
+        lines.append(
+            f"| {METHOD_LABELS.get(m, m)} | {q['all_modalities']:.3f} | {w['macro_f1']:.3f} (without "
+            f"{_missing_unit(w['scenario'])}) | {q['no_mag']:.3f} | {q['mean_over_unit_pairs']:.3f} |"
+        )
+    lines += [
+        "",
+        f"### Robustness: macro-F1 with only some body units / sensor types present ({float(full) * 100:g} % labels)",
+        "",
+        "| present | units | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for s in summary["robustness"][methods[0]]:
+        k = units_in(s)
+        cells = [_fmt(summary["robustness"][m][s]) for m in methods]
+        lines.append(f"| {s} | {k if k is not None else '5 (sensor type subset)'} | " + " | ".join(cells) + " |")
+    lines += ["", "### Pre-training and classifier wall time per fold (seconds, 2-core shared CPU)", ""]
+    lines += ["| fold | pre-train s | pre-train epochs | whole fold s |", "|---|---|---|---|"]
+    for f in folds:
+        h = f["pretrain_history"]
+        lines.append(f"| {f['test_subject']} | {sum(r['seconds'] for r in h):.0f} | {len(h)} | {f.get('seconds', float('nan')):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _missing_unit(scenario: str) -> str:
+    present = set(scenario.split("+"))
+    return ",".join(u for u in data.UNITS if u not in present)
+
+
+def plots(summary: dict, folds: list[dict], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods, fractions = summary["methods"], summary["label_fractions"]
+    written = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [float(f) * 100 for f in fractions]
+    for m in methods:
+        st = [summary["by_fraction"][m][f]["macro_f1"] for f in fractions]
+        ax.errorbar(xs, [s["mean"] for s in st], yerr=[s["sd"] for s in st], marker="o", capsize=3, label=METHOD_LABELS.get(m, m))
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}%" for x in xs])
+    ax.set_xlabel("labelled training windows (per class, stratified)")
+    ax.set_ylabel("macro-F1 (held-out subject)")
+    ax.set_title(f"DSADS LOSO ({', '.join(summary['folds'])}): F1 vs labels")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(out_dir / "f1_vs_label_fraction.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ks = list(range(1, len(data.UNITS) + 1))
+    for m in methods:
+        by_k = summary["quality_bar"][m]["by_units_present"]
+        ax.plot(ks, [by_k[k] for k in ks], marker="o", label=METHOD_LABELS.get(m, m))
+    ax.set_xticks(ks)
+    ax.set_xlabel("body units present (mean over all subsets of that size)")
+    ax.set_ylabel("macro-F1")
+    ax.set_title(f"Missing body units ({float(fractions[-1]) * 100:g} % labels)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(out_dir / "f1_vs_units_present.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    method = "crossl_finetune" if "crossl_finetune" in methods else methods[0]
+    cm = np.sum([np.asarray(f["confusion_all"][method][fractions[-1]]) for f in folds], axis=0).astype(float)
+    cm_norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(9, 8))
+    im = ax.imshow(cm_norm, cmap="Blues", vmin=0, vmax=1)
+    n = len(data.CLASSES)
+    ax.set_xticks(range(n), data.CLASSES, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), data.CLASSES, fontsize=7)
+    for i in range(n):
+        for j in range(n):
+            if cm_norm[i, j] >= 0.01:
+                ax.text(j, i, f"{cm_norm[i, j]:.2f}", ha="center", va="center", fontsize=5, color="white" if cm_norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{METHOD_LABELS.get(method, method)}, {float(fractions[-1]) * 100:g} % labels, all modalities; folds summed, row-normalised")
+    fig.colorbar(im, fraction=0.046)
+    fig.tight_layout()
+    written.append(out_dir / "confusion_matrix.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    return written
+
+
+def write(results_dir: Path, out_dir: Path, folds: list[str] | None = None) -> dict:
+    fold_results = load_folds(results_dir, folds)
+    summary = summarize(fold_results)
+    summary["settings"] = fold_results[0].get("settings", {})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out_dir / "tables.md").write_text(tables_markdown(summary, fold_results))
+    for p in plots(summary, fold_results, out_dir / "plots"):
+        print(f"wrote {p}")
+    print(f"wrote {out_dir / 'summary.json'} and {out_dir / 'tables.md'}")
+    return summary

@@ -1,0 +1,218 @@
+"""Training loops: VICReg pre-training with latent masking, and classifier training (probe / fine-tune)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .model import CroSSL, latent_masks, vicreg_loss
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 1e-3
+    coverage: float = 0.9
+    l2: float = 1e-4
+    invariance: float = 10.0
+    variance: float = 10.0
+    covariance: float = 100.0
+
+
+@dataclass
+class ClassifierConfig:
+    """Training length is counted in sample passes: `epochs` over the labelled set, clamped to
+    [min_passes, max_passes] so 1 % labels still get enough updates and 100 % stays affordable on a CPU."""
+
+    epochs: int = 30
+    min_passes: int = 3000
+    max_passes: int = 46000
+    batch_size: int = 64
+    lr: float = 1e-3
+    l2: float = 1e-4
+    modality_dropout: bool = True
+    p_all_present: float = 0.3
+
+    def batch(self, n: int) -> int:
+        return min(self.batch_size, n)
+
+    def steps(self, n: int) -> int:
+        passes = min(self.max_passes, max(self.min_passes, self.epochs * n))
+        return math.ceil(passes / self.batch(n))
+
+
+@dataclass
+class ModalityGroups:
+    """Which unit and which sensor type each modality belongs to (indices), for structured dropout."""
+
+    unit_of: list[int]
+    sensor_of: list[int]
+    _tensors: dict = field(default_factory=dict, repr=False)
+
+    def dropout_masks(self, batch: int, p_all_present: float, generator: torch.Generator) -> torch.Tensor:
+        """Per sample: all present with probability p_all_present, else a random non-empty subset of units
+        times a random non-empty subset of sensor types (each kept w.p. 0.5) -- the shapes of missing data
+        a deployment meets (a device off, a sensor type disabled). Never empty."""
+        unit_of = torch.tensor(self.unit_of)
+        sensor_of = torch.tensor(self.sensor_of)
+        units = _nonempty_bernoulli(batch, int(unit_of.max()) + 1, 0.5, generator)
+        sensors = _nonempty_bernoulli(batch, int(sensor_of.max()) + 1, 0.5, generator)
+        keep = units[:, unit_of] * sensors[:, sensor_of]
+        all_present = torch.rand(batch, generator=generator) < p_all_present
+        keep[all_present] = 1.0
+        return keep
+
+
+def _nonempty_bernoulli(batch: int, n: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    keep = (torch.rand(batch, n, generator=generator) < p).float()
+    empty = keep.sum(dim=1) == 0
+    keep[empty, torch.randint(n, (int(empty.sum()),), generator=generator)] = 1.0
+    return keep
+
+
+def pretrain(
+    model: CroSSL,
+    windows: np.ndarray,
+    cfg: PretrainConfig,
+    seed: int,
+    checkpoint: Path | None = None,
+    desc: str = "pretrain",
+) -> list[dict]:
+    """VICReg between two latent-masked views of the same windows. Both views share one encoder pass:
+    masking happens in latent space, which is what makes CroSSL cheap."""
+    dev = device()
+    model.to(dev).train()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("head.")], lr=cfg.lr)
+    steps_per_epoch = len(windows) // cfg.batch_size
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    history = []
+    m = model.config["n_modalities"]
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(len(windows), generator=gen)
+        sums = {"loss": 0.0, "invariance": 0.0, "variance": 0.0, "covariance": 0.0}
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=5)
+        for step in bar:
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size].numpy()
+            x = torch.from_numpy(windows[np.sort(idx)]).to(dev)
+            e = model.encode(x)
+            k1 = latent_masks(len(x), m, cfg.coverage, gen).to(dev)
+            k2 = latent_masks(len(x), m, cfg.coverage, gen).to(dev)
+            loss, parts = vicreg_loss(
+                model.embed(e, k1), model.embed(e, k2), cfg.invariance, cfg.variance, cfg.covariance
+            )
+            total = loss + cfg.l2 * model.conv_l2()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            sched.step()
+            sums["loss"] += loss.item()
+            for k, v in parts.items():
+                sums[k] += v
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        row = {k: v / steps_per_epoch for k, v in sums.items()}
+        row.update(epoch=epoch + 1, seconds=time.perf_counter() - t0)
+        history.append(row)
+        print(f"[{desc}] epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"state": model.state_dict(), "config": model.config, "history": history}, checkpoint)
+    model.cpu()
+    return history
+
+
+@torch.no_grad()
+def encode_all(model: CroSSL, x: np.ndarray, batch_size: int = 512) -> torch.Tensor:
+    """Per-modality embeddings [N, M, D] in eval mode (frozen encoder)."""
+    dev = device()
+    model.to(dev).eval()
+    out = [model.encode(torch.from_numpy(x[i : i + batch_size]).to(dev)).cpu() for i in range(0, len(x), batch_size)]
+    model.cpu()
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def logits_from_embeddings(model: CroSSL, e: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return model.head(model.embed(e, keep.expand(len(e), -1)))
+
+
+def train_classifier(
+    model: CroSSL,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: ClassifierConfig,
+    groups: ModalityGroups,
+    seed: int,
+    frozen: bool,
+    desc: str,
+) -> dict:
+    """frozen=True: linear-ish probe -- only the head trains, on precomputed frozen encoder outputs.
+    frozen=False: everything trains end to end (fine-tune, or supervised when the model is fresh)."""
+    dev = device()
+    gen = torch.Generator().manual_seed(seed)
+    m = model.config["n_modalities"]
+    y_t = torch.from_numpy(y)
+    if frozen:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in model.head.parameters():
+            p.requires_grad_(True)
+        e_all = encode_all(model, x)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    steps = cfg.steps(len(x))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    model.to(dev)
+    t0 = time.perf_counter()
+    order = torch.randperm(len(x), generator=gen)
+    pos = 0
+    bs = cfg.batch(len(x))
+    for _ in tqdm(range(steps), desc=desc, leave=False, mininterval=5):
+        if pos + bs > len(order):
+            order, pos = torch.randperm(len(x), generator=gen), 0
+        idx = np.sort(order[pos : pos + bs].numpy())
+        pos += bs
+        b = len(idx)
+        keep = groups.dropout_masks(b, cfg.p_all_present, gen) if cfg.modality_dropout else torch.ones(b, m)
+        keep = keep.to(dev)
+        if frozen:
+            model.eval()  # frozen parts stay in eval mode; only the head's dropout is active
+            model.head.train()
+            logits = model.head(model.embed(e_all[idx].to(dev), keep))
+            loss = F.cross_entropy(logits, y_t[idx].to(dev))
+        else:
+            model.train()
+            logits, _ = model(torch.from_numpy(x[idx]).to(dev), keep)
+            loss = F.cross_entropy(logits, y_t[idx].to(dev)) + cfg.l2 * model.conv_l2()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.cpu().eval()
+    return {"steps": steps, "seconds": time.perf_counter() - t0, "final_loss": loss.item()}
+
+
+def fresh_copy(model: CroSSL) -> CroSSL:
+    return copy.deepcopy(model)
