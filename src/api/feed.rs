@@ -3,11 +3,10 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::app::Core;
+use crate::app::{Core, Phase};
 use crate::store::Prediction;
 
 /// Devices a subscriber wants; empty = every device.
@@ -61,15 +60,15 @@ pub async fn next_event(
     }
 }
 
-/// How often long-lived streams look at readiness.
-const READINESS_POLL: Duration = Duration::from_millis(100);
-
-/// Resolves once the service stops being ready (shutdown has begun). Long-lived streams select on it and
-/// end themselves, so the listeners' graceful shutdown is not held open by subscribers that never leave.
+/// Resolves once the service has begun shutting down (or failed to start). Long-lived streams select on
+/// it and end themselves, so the listeners' graceful shutdown is not held open by subscribers that never
+/// leave.
 pub async fn stopped_serving(core: Core) {
-    while core.is_ready() {
-        tokio::time::sleep(READINESS_POLL).await;
-    }
+    let mut health = core.health.clone();
+    // A dropped sender means the service is gone: stop as well.
+    let _ = health
+        .wait_for(|h| matches!(h.phase, Phase::ShuttingDown | Phase::Failed))
+        .await;
 }
 
 #[cfg(test)]

@@ -35,7 +35,11 @@ pub enum ReplayTransport {
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReplayArgs {
     /// DSADS folder in the raw UCI layout (holding `data/aXX/pY/sZZ.txt`, or the `data` folder itself).
-    #[arg(long, env = "CROSSL_DSADS", default_value = "~/.cache/crossl/dsads")]
+    #[arg(
+        long,
+        env = "CROSSL_DSADS_DIR",
+        default_value = "~/.cache/crossl/dsads"
+    )]
     pub data: PathBuf,
 
     /// Subjects to replay (p1..p8), comma-separated; device i plays subject i mod count.

@@ -1,0 +1,227 @@
+//! Helpers for the streaming tests (gRPC, WebSocket, auth, limits, TLS, replay): a real server on port 0
+//! with the bundled model, clients, synthetic sensor data and metric parsing.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossl_serve::app::{Core, Hooks, Service, launch};
+use crossl_serve::config::ServeArgs;
+use crossl_serve::proto;
+use crossl_serve::proto::ingest_client::IngestClient;
+use crossl_serve::proto::predictions_client::PredictionsClient;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub const SECOND: i64 = 1_000_000_000;
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A running server; shut down on drop.
+pub struct TestServer {
+    pub core: Core,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    service: Option<Service>,
+}
+
+/// Starts the bundled model on port 0 (all listeners), after `configure` adjusts the defaults, and waits
+/// until ready. The rate limit is off unless a test sets it: tests send seconds of data at once.
+pub async fn start(configure: impl FnOnce(&mut ServeArgs)) -> TestServer {
+    let mut args = ServeArgs::defaults();
+    args.model = repo_path("models/crossl-dsads");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    args.http_addr = any;
+    args.grpc_addr = any;
+    args.metrics_addr = any;
+    args.rate_limit_factor = 1e6;
+    args.warmup_runs = 1;
+    configure(&mut args);
+    let (tx, rx) = oneshot::channel::<()>();
+    let service = launch(args, Hooks::default(), async move {
+        let _ = rx.await;
+    })
+    .await
+    .expect("server starts");
+    tokio::time::timeout(Duration::from_secs(60), service.ready())
+        .await
+        .expect("ready within 60 s")
+        .expect("server becomes ready");
+    TestServer {
+        core: service.core.clone(),
+        http: service.http_addr,
+        grpc: service.grpc_addr,
+        metrics: service.metrics_addr,
+        stop: Some(tx),
+        service: Some(service),
+    }
+}
+
+impl TestServer {
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.http, path_and_query)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc_url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("gRPC connects")
+    }
+
+    pub async fn ingest(&self) -> IngestClient<Channel> {
+        IngestClient::new(self.channel().await)
+    }
+
+    pub async fn predictions(&self) -> PredictionsClient<Channel> {
+        PredictionsClient::new(self.channel().await)
+    }
+
+    /// Prometheus text from the metrics listener.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await
+            .expect("metrics reachable")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Value of one sample of a metric family with the given labels (0 when absent).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics_text().await, name, labels)
+    }
+
+    /// Graceful shutdown; returns the service's result.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.service.take() {
+            Some(service) => tokio::time::timeout(Duration::from_secs(30), service.wait())
+                .await
+                .map_err(|_| anyhow::anyhow!("shutdown took longer than 30 s"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Parses `name{labels} value` lines; labels match in any order; 0 when no such sample.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all_match = labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            all_match.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Next whole second (unix ns) at least `ahead` from now: a device clock origin on the hop grid.
+pub fn next_second(ahead: Duration) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64
+        + ahead.as_nanos() as i64;
+    (now / SECOND + 1) * SECOND
+}
+
+/// (name, channels, sample_rate_hz) of every modality, manifest order.
+pub fn modalities(core: &Core) -> Vec<(String, usize, f64)> {
+    core.manifest
+        .modalities
+        .iter()
+        .map(|m| (m.name.clone(), m.channels, m.sample_rate_hz))
+        .collect()
+}
+
+/// Plausible synthetic samples (row-major rows × channels) for one modality starting at sample `first`.
+pub fn synthetic(modality_index: usize, channels: usize, first: usize, rows: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * channels);
+    for i in first..first + rows {
+        for c in 0..channels {
+            let phase = i as f32 * 0.25 + c as f32 + modality_index as f32 * 0.5;
+            let base = if c == 0 { 9.0 } else { 0.5 };
+            out.push(base + phase.sin());
+        }
+    }
+    out
+}
+
+/// One second of every modality of a device, for second `k` of a recording starting at `t0`.
+pub fn second_of_chunks(
+    core: &Core,
+    device_id: &str,
+    t0: i64,
+    k: usize,
+) -> Vec<proto::SensorChunk> {
+    modalities(core)
+        .into_iter()
+        .enumerate()
+        .map(|(m, (name, channels, rate))| {
+            let rows = rate.round() as usize;
+            proto::SensorChunk {
+                device_id: device_id.to_string(),
+                modality: name,
+                start_unix_nanos: t0 + k as i64 * SECOND,
+                samples: synthetic(m, channels, k * rows, rows),
+            }
+        })
+        .collect()
+}
+
+pub fn chunk_request(sequence: u64, chunk: proto::SensorChunk) -> proto::StreamRequest {
+    proto::StreamRequest {
+        sequence,
+        kind: Some(proto::stream_request::Kind::Chunk(chunk)),
+    }
+}
+
+pub fn hello_request(device_id: &str, modalities: &[&str]) -> proto::StreamRequest {
+    proto::StreamRequest {
+        sequence: 0,
+        kind: Some(proto::stream_request::Kind::Hello(proto::Hello {
+            device_id: device_id.to_string(),
+            modalities: modalities.iter().map(|m| m.to_string()).collect(),
+            metadata: Default::default(),
+        })),
+    }
+}
+
+/// Seconds of data a device needs before its first full-coverage window (the window length).
+pub fn window_seconds(core: &Core) -> usize {
+    core.manifest.window_seconds.ceil() as usize
+}
