@@ -225,3 +225,74 @@ pub fn hello_request(device_id: &str, modalities: &[&str]) -> proto::StreamReque
 pub fn window_seconds(core: &Core) -> usize {
     core.manifest.window_seconds.ceil() as usize
 }
+
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Opens a WebSocket (optionally with `authorization: Bearer key`); the HTTP error on refusal.
+pub async fn ws_connect(
+    url: &str,
+    bearer: Option<&str>,
+) -> Result<WsStream, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    if let Some(key) = bearer {
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("header"),
+        );
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The next text frame as JSON (skipping pings); `None` when the socket closed, with the close frame.
+pub async fn ws_next_json(
+    ws: &mut WsStream,
+) -> Result<serde_json::Value, Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>> {
+    use futures::StreamExt;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a frame within 30 s")
+        {
+            Some(Ok(WsMessage::Text(t))) => {
+                return Ok(serde_json::from_str(t.as_str()).expect("JSON frame"));
+            }
+            Some(Ok(WsMessage::Close(frame))) => return Err(frame),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+/// The compact binary chunk frame of docs/protocol.md, built independently of the server's decoder.
+pub fn binary_frame(
+    modality_index: u16,
+    start_unix_nanos: i64,
+    samples: &[f32],
+    channels: usize,
+) -> Vec<u8> {
+    let mut f = vec![0xC5, 1];
+    f.extend_from_slice(&modality_index.to_le_bytes());
+    f.extend_from_slice(&((samples.len() / channels) as u32).to_le_bytes());
+    f.extend_from_slice(&start_unix_nanos.to_le_bytes());
+    for v in samples {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f
+}
+
+/// A JSON chunk frame (samples as rows of channels).
+pub fn json_frame(sequence: u64, chunk: &proto::SensorChunk, channels: usize) -> String {
+    let rows: Vec<&[f32]> = chunk.samples.chunks(channels).collect();
+    serde_json::json!({
+        "sequence": sequence,
+        "modality": chunk.modality,
+        "start_unix_nanos": chunk.start_unix_nanos,
+        "samples": rows,
+    })
+    .to_string()
+}
