@@ -270,6 +270,12 @@ fn build_core(
         .map_err(|e| anyhow::anyhow!("--api-key: {e}"))?;
     let limits = crate::config::TransportLimits::from_args(&args, manifest.recommended_hop_seconds);
     let metrics = Arc::new(Metrics::new(manifest.modalities.len(), args.max_batch_size));
+    let names: Vec<&str> = manifest
+        .modalities
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    metrics.preregister(&names);
     let store = PredictionStore::new(args.history_len, args.feed_capacity);
     let factory = hooks
         .backend_factory

@@ -244,6 +244,47 @@ impl Metrics {
         }
     }
 
+    /// Creates the series every dashboard expects at zero (Prometheus only shows a labelled series once
+    /// it exists): per transport and modality, and the fixed reasons of refusals, drops and events.
+    pub fn preregister(&self, modalities: &[&str]) {
+        const TRANSPORTS: [&str; 3] = ["grpc", "websocket", "rest"];
+        const CHUNK_REASONS: [&str; 10] = [
+            "bad_device_id",
+            "unknown_modality",
+            "empty_chunk",
+            "channel_multiple",
+            "too_many_samples",
+            "non_finite",
+            "bad_timestamp",
+            "max_devices",
+            "rate_limited",
+            "unavailable",
+        ];
+        for t in TRANSPORTS {
+            self.chunks_received.with_label_values(&[t]);
+            self.predict_requests.with_label_values(&[t]);
+            self.feed_lagged.with_label_values(&[t]);
+            for m in modalities {
+                self.samples_received.with_label_values(&[t, m]);
+            }
+            for r in CHUNK_REASONS {
+                self.chunks_rejected.with_label_values(&[t, r]);
+            }
+        }
+        for r in ["queue_full", "deadline", "shutdown", "inference_error"] {
+            self.windows_shed.with_label_values(&[r]);
+        }
+        for r in ["late", "duplicate", "buffer_full"] {
+            self.samples_dropped.with_label_values(&[r]);
+        }
+        for e in ["clock_jump", "rate_mismatch", "out_of_order"] {
+            self.window_events.with_label_values(&[e]);
+        }
+        for p in ["stream", "predict"] {
+            self.end_to_end_latency_seconds.with_label_values(&[p]);
+        }
+    }
+
     /// Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -291,6 +332,6 @@ mod tests {
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }
-        assert!(!text.contains("device_id"));
+        assert!(!text.contains("device_id="));
     }
 }

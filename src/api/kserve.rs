@@ -211,7 +211,7 @@ pub struct InferResponse {
 pub async fn infer(
     State(core): State<Core>,
     AppPath(model_name): AppPath<String>,
-    AppJson(request): AppJson<InferRequest>,
+    request: Result<AppJson<InferRequest>, Error>,
 ) -> Result<Json<InferResponse>, Error> {
     check_name(&core, &model_name)?;
     let arrived = Instant::now();
@@ -220,7 +220,10 @@ pub async fn infer(
         .predict_requests
         .with_label_values(&[transport])
         .inc();
-    let result = run_infer(&core, request, arrived).await;
+    let result = match request {
+        Ok(AppJson(request)) => run_infer(&core, request, arrived).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = &result {
         core.metrics
             .predict_rejected

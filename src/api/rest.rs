@@ -353,9 +353,9 @@ pub struct PredictResponse {
 )]
 async fn predict(
     State(core): State<Core>,
-    AppJson(request): AppJson<PredictRequest>,
+    request: Result<AppJson<PredictRequest>, Error>,
 ) -> Result<Json<PredictResponse>, Error> {
-    let modalities = match flatten_rows(&core, request) {
+    let modalities = match request.and_then(|AppJson(r)| flatten_rows(&core, r)) {
         Ok(m) => m,
         Err(e) => {
             core.metrics

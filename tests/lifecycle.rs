@@ -1,0 +1,226 @@
+//! Start-up (readiness before/after warm-up, execution-provider choice) and graceful shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use crossl_serve::app::{Hooks, ort_factory};
+use crossl_serve::config::ExecutionProviderChoice;
+use crossl_serve::error::Error;
+use crossl_serve::infer::{Backend, Batch, BatchOutput};
+use crossl_serve::ingest::{SensorChunk, Transport};
+use crossl_serve::model::Manifest;
+use serde_json::json;
+
+/// Wraps the real backend; every run (warm-up included) waits while the gate is held.
+struct GatedBackend {
+    inner: Box<dyn Backend>,
+    gate: Arc<Mutex<()>>,
+}
+
+impl Backend for GatedBackend {
+    fn run(&mut self, batch: &Batch) -> Result<BatchOutput, Error> {
+        let _open = self
+            .gate
+            .lock()
+            .map_err(|_| Error::Internal("gate poisoned".into()))?;
+        self.inner.run(batch)
+    }
+    fn execution_provider(&self) -> &str {
+        self.inner.execution_provider()
+    }
+}
+
+fn gated_hooks(args: &crossl_serve::config::ServeArgs, gate: Arc<Mutex<()>>) -> Hooks {
+    let manifest = Arc::new(Manifest::load(&args.model).expect("manifest"));
+    let real = ort_factory(args, manifest);
+    Hooks {
+        backend_factory: Some(Arc::new(move |i| {
+            Ok(Box::new(GatedBackend {
+                inner: real(i)?,
+                gate: Arc::clone(&gate),
+            }) as Box<dyn Backend>)
+        })),
+        clock: None,
+    }
+}
+
+async fn wait_status(server: &TestServer, path: &str, want: u16) -> serde_json::Value {
+    for _ in 0..400 {
+        let (status, body) = server.get(path).await;
+        if status == want {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} never answered {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_warmed_up_then_ready() {
+    let model = bundled_model();
+    let golden = golden(&model);
+    let args = test_args(model);
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().expect("gate");
+    let server = launch_server(args.clone(), gated_hooks(&args, Arc::clone(&gate))).await;
+
+    // Listening, alive, but warm-up is blocked: not ready, and predictions are refused with 503.
+    let (status, live) = server.get("/healthz").await;
+    assert_eq!((status, live["status"].as_str()), (200, Some("live")));
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["phase"], "starting");
+    assert_eq!(ready["execution_provider"], serde_json::Value::Null);
+    let (status, _) = server.get("/v2/health/ready").await;
+    assert_eq!(status, 503);
+    let body = json!({"modalities": golden.cases[0].modalities});
+    let (status, err) = server.post_json("/v1/predict", &body).await;
+    assert_error(status, &err, 503, "unavailable");
+    assert!(server.metrics_text().await.contains("crossl_ready 0"));
+
+    drop(held);
+    let ready = wait_status(&server, "/readyz", 200).await;
+    assert_eq!(ready["phase"], "ready");
+    assert_eq!(ready["execution_provider"], "cpu");
+    let (status, _) = server.post_json("/v1/predict", &body).await;
+    assert_eq!(status, 200);
+    assert!(server.metrics_text().await.contains("crossl_ready 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_then_finishes_queued_work_and_pending_windows() {
+    let model = bundled_model();
+    let golden = golden(&model);
+    let mut args = test_args(model);
+    args.lateness_ms = 600_000; // only the shutdown flush closes the pending streaming window
+    let gate = Arc::new(Mutex::new(()));
+    let mut server = launch_server(args.clone(), gated_hooks(&args, Arc::clone(&gate))).await;
+    server.ready().await;
+    let core = server.core.clone();
+
+    // A streaming window that waits for a declared modality that never comes.
+    let m = &core.manifest;
+    let names: Vec<String> = m.modalities.iter().map(|s| s.name.clone()).collect();
+    core.ingest
+        .hello(Transport::Rest, "dev-drain", &names[..2])
+        .expect("hello");
+    let spec = &m.modalities[0];
+    let now = crossl_serve::window::SystemClock;
+    let t = crossl_serve::window::Clock::now_unix_nanos(&now);
+    let rows = (spec.sample_rate_hz * m.window_seconds) as usize;
+    core.ingest
+        .push(
+            Transport::Rest,
+            SensorChunk {
+                device_id: "dev-drain".into(),
+                modality: spec.name.clone(),
+                start_unix_nanos: t - 6_000_000_000,
+                samples: vec![0.5; rows * spec.channels],
+            },
+        )
+        .expect("chunk accepted");
+    assert!(core.store.latest("dev-drain").is_none());
+
+    // Requests stuck behind a held session.
+    let held = gate.lock().expect("gate");
+    let body = json!({"modalities": golden.cases[0].modalities});
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let client = server.client.clone();
+            let url = server.url("/v1/predict");
+            let body = body.clone();
+            tokio::spawn(async move { client.post(url).json(&body).send().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.trigger_shutdown();
+    let ready = wait_status(&server, "/readyz", 503).await;
+    assert_eq!(ready["phase"], "shutting_down");
+    let (status, err) = server.post_json("/v1/predict", &body).await;
+    assert_error(status, &err, 503, "unavailable");
+    let refused = core.ingest.push(
+        Transport::Rest,
+        SensorChunk {
+            device_id: "dev-drain".into(),
+            modality: spec.name.clone(),
+            start_unix_nanos: t,
+            samples: vec![0.5; spec.channels],
+        },
+    );
+    assert_eq!(refused.expect_err("closed").kind(), "unavailable");
+
+    drop(held);
+    for request in in_flight {
+        let response = request.await.expect("task").expect("response");
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "queued request finished during the drain"
+        );
+        let out: HashMap<String, serde_json::Value> = response.json().await.expect("json");
+        assert_eq!(out["label"], golden.cases[0].label.as_str());
+    }
+    server.wait().await.expect("clean shutdown");
+    let flushed = core
+        .store
+        .latest("dev-drain")
+        .expect("pending window was flushed and predicted");
+    assert_eq!(flushed.present_modalities, vec![names[0].clone()]);
+    assert!(
+        reqwest::get(server.url("/healthz")).await.is_err(),
+        "the HTTP listener is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn cuda_requested_but_unavailable_is_a_startup_error_and_auto_reports_its_fallback() {
+    let mut args = test_args(bundled_model());
+    args.execution_provider = ExecutionProviderChoice::Cuda;
+    let mut server = launch_server(args, Hooks::default()).await;
+    let (status, ready) = wait_until_not_starting(&server).await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["phase"], "failed");
+    let error = ready["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.to_lowercase().contains("cuda"), "{error}");
+    let result = server.wait().await;
+    assert!(
+        result.is_err(),
+        "a failed start-up ends the service with an error"
+    );
+
+    let mut args = test_args(bundled_model());
+    args.execution_provider = ExecutionProviderChoice::Auto;
+    let server = start(args).await;
+    let (_, ready) = server.get("/readyz").await;
+    if !cfg!(feature = "cuda") {
+        assert_eq!(
+            ready["execution_provider"], "cpu",
+            "auto without CUDA falls back to cpu, and says so"
+        );
+    }
+    let text = server.metrics_text().await;
+    let ep = ready["execution_provider"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        metric_value(&text, "crossl_build_info", &[("execution_provider", &ep)]),
+        Some(1.0)
+    );
+}
+
+async fn wait_until_not_starting(server: &TestServer) -> (u16, serde_json::Value) {
+    for _ in 0..400 {
+        let (status, body) = server.get("/readyz").await;
+        if body["phase"] != "starting" {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("still starting");
+}
