@@ -138,7 +138,8 @@ impl DeviceWindows {
     pub fn push(&mut self, m: usize, start: i64, rows: &[f32], now: i64) -> PushOutcome {
         let mut outcome = PushOutcome::default();
         self.last_seen = now;
-        let spec = &self.manifest.modalities[m];
+        let manifest = Arc::clone(&self.manifest);
+        let spec = &manifest.modalities[m];
         let n_rows = rows.len() / spec.channels;
         let last_sample =
             super::buffer::sample_time(start, n_rows.saturating_sub(1), spec.sample_rate_hz);
@@ -164,7 +165,14 @@ impl DeviceWindows {
         }
         state.prev_chunk = Some((start, n_rows));
         state.last_heard = Some(now);
-        outcome.samples = state.buffer.insert(start, rows, self.last_closed_end);
+        // Late = too old for any window still open: before the next window's start (less the
+        // interpolation reach). Older-than-closed samples inside it still serve the next windows.
+        let drop_before = self.last_closed_end.map(|lc| {
+            let span = spec.window_samples as f64 * period;
+            (lc + self.policy.hop_nanos)
+                - (span + self.policy.max_gap_samples * period).round() as i64
+        });
+        outcome.samples = state.buffer.insert(start, rows, drop_before);
         if outcome.samples.accepted > 0 {
             let last = state.buffer.last_time();
             state.newest = state.newest.max(last);

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InsertStats {
     pub accepted: usize,
-    /// Older than the end of the last closed window.
+    /// Too old for any window that is still open.
     pub late: usize,
     /// Within half a sample period of a sample already held (the first value wins).
     pub duplicate: usize,

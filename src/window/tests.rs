@@ -87,8 +87,13 @@ fn late_samples_are_dropped_and_gaps_make_a_modality_absent() {
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
     assert_eq!(d.last_closed_end(), Some(3 * SEC));
-    let o = d.push(ACC, 2 * SEC, &rows(20, 20, 3), 0); // 2.0 … 3.9 s: 10 late, 10 new
-    assert_eq!((o.samples.late, o.samples.accepted), (10, 10));
+    // Next window is [2 s, 4 s): 0.0 … 1.7 s can no longer matter (late), 1.8 … 2.9 s are held already
+    // (duplicates), 3.0 … 3.9 s are new.
+    let o = d.push(ACC, 0, &rows(0, 40, 3), 0);
+    assert_eq!(
+        (o.samples.late, o.samples.duplicate, o.samples.accepted),
+        (18, 12, 10)
+    );
     // Hole from 3.9 s to 4.5 s (6 periods, too long to bridge): 4.0 … 4.4 s uncovered, so [3 s, 5 s)
     // and [4 s, 6 s) are 75 % covered → absent (not emitted).
     d.push(ACC, 45 * SEC / 10, &rows(45, 30, 3), 0);
