@@ -54,23 +54,112 @@ pub fn routes(core: Core) -> tonic::service::Routes {
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
 
+    let ingest = InterceptedService::new(
+        ingest,
+        AuthInterceptor {
+            core: core.clone(),
+            scope: Scope::Ingest,
+        },
+    );
+    let predictions = InterceptedService::new(
+        predictions,
+        AuthInterceptor {
+            core: core.clone(),
+            scope: Scope::Read,
+        },
+    );
     tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(InterceptedService::new(
-            ingest,
-            AuthInterceptor {
-                core: core.clone(),
-                scope: Scope::Ingest,
-            },
-        ))
-        .add_service(InterceptedService::new(
-            predictions,
-            AuthInterceptor {
-                core,
-                scope: Scope::Read,
-            },
-        ))
+        .add_service(OversizedIsResourceExhausted {
+            inner: ingest,
+            core: core.clone(),
+        })
+        .add_service(OversizedIsResourceExhausted {
+            inner: predictions,
+            core,
+        })
+}
+
+/// tonic refuses a request message over `max_decoding_message_size` with OUT_OF_RANGE before any handler
+/// runs; the gRPC convention (and our error mapping for every other size limit) is RESOURCE_EXHAUSTED.
+/// This wrapper rewrites that one status (in the response headers or trailers) and counts it. Streams see
+/// the same error in their reader, which maps it itself.
+#[derive(Clone)]
+struct OversizedIsResourceExhausted<S> {
+    inner: S,
+    core: Core,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService
+    for OversizedIsResourceExhausted<S>
+{
+    const NAME: &'static str = S::NAME;
+}
+
+/// Rewrites an oversized-message OUT_OF_RANGE status to RESOURCE_EXHAUSTED; true when it did.
+fn rewrite_oversized(headers: &mut axum::http::HeaderMap) -> bool {
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let oversized = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        // grpc-message is percent-encoded.
+        .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if out_of_range && oversized {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+    out_of_range && oversized
+}
+
+impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for OversizedIsResourceExhausted<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = axum::http::Response<axum::body::Body>;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        use http_body_util::BodyExt;
+        let response = self.inner.call(request);
+        let metrics = Arc::clone(&self.core.metrics);
+        Box::pin(async move {
+            let (mut parts, body) = response.await?.into_parts();
+            let count = move || {
+                metrics
+                    .predict_rejected
+                    .with_label_values(&[TRANSPORT, "too_large"])
+                    .inc()
+            };
+            if rewrite_oversized(&mut parts.headers) {
+                count();
+            }
+            let body = body.map_frame(move |frame| match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    if rewrite_oversized(&mut trailers) {
+                        count();
+                    }
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            });
+            Ok(axum::http::Response::from_parts(
+                parts,
+                axum::body::Body::new(body),
+            ))
+        })
+    }
 }
 
 /// Maps the one error type to a gRPC status (codes documented on `Error`).
