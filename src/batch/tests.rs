@@ -1,3 +1,6 @@
+// The gate is a std Mutex because backends run on OS threads; tests hold it across awaits on purpose.
+#![allow(clippy::await_holding_lock)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -58,7 +58,7 @@ pub fn samples(spec: &ModalitySpec, samples: &[f32], max_rows: usize) -> Result<
             format!("chunk of {:?} has no samples", spec.name),
         ));
     }
-    if samples.len() % spec.channels != 0 {
+    if !samples.len().is_multiple_of(spec.channels) {
         return Err(Error::invalid(
             "channel_multiple",
             format!(

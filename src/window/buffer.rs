@@ -192,10 +192,10 @@ fn fill_uncovered(covered: &[bool], channels: usize, n: usize, out: &mut [f32]) 
         if covered[k] {
             next = Some(k);
         }
-        if let Some(nx) = next {
-            if nearest[k] == usize::MAX || nx - k < k - nearest[k] {
-                nearest[k] = nx;
-            }
+        if let Some(nx) = next
+            && (nearest[k] == usize::MAX || nx - k < k - nearest[k])
+        {
+            nearest[k] = nx;
         }
     }
     for k in (0..n).filter(|&k| !covered[k]) {

@@ -162,7 +162,10 @@ impl TestServer {
             .expect("request");
         let status = r.status().as_u16();
         let text = r.text().await.expect("body");
-        let json = serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text));
+        let json = match serde_json::from_str(&text) {
+            Ok(json) => json,
+            Err(_) => serde_json::Value::String(text),
+        };
         (status, json)
     }
 
