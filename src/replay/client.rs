@@ -273,7 +273,8 @@ pub async fn connect_ws(
                 .context("API key is not a valid header value")?,
         );
     }
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    // Nagle off: chunks and predictions are small frames that must not wait for delayed ACKs.
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .with_context(|| format!("connecting to {url}"))?;
     let (mut sink, mut stream) = socket.split();
