@@ -37,10 +37,16 @@ impl TlsIdentity {
 
     /// Reads PEM files; errors name the file that is wrong.
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let cert_pem = std::fs::read(cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?;
-        let key_pem = std::fs::read(key).with_context(|| format!("reading --tls-key {}", key.display()))?;
+        let cert_pem = std::fs::read(cert)
+            .with_context(|| format!("reading --tls-cert {}", cert.display()))?;
+        let key_pem =
+            std::fs::read(key).with_context(|| format!("reading --tls-key {}", key.display()))?;
         Self::from_pem(cert_pem, key_pem).with_context(|| {
-            format!("TLS identity from --tls-cert {} and --tls-key {}", cert.display(), key.display())
+            format!(
+                "TLS identity from --tls-cert {} and --tls-key {}",
+                cert.display(),
+                key.display()
+            )
         })
     }
 
@@ -49,18 +55,27 @@ impl TlsIdentity {
         let certs = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .context("certificate file is not valid PEM")?;
-        anyhow::ensure!(!certs.is_empty(), "certificate file holds no CERTIFICATE block");
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).context("key file holds no valid PEM private key")?;
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .context("TLS protocol versions")?
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .context("certificate and key do not form a usable identity")?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "certificate file holds no CERTIFICATE block"
+        );
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .context("key file holds no valid PEM private key")?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("certificate and key do not form a usable identity")?;
         // HTTP/2 for REST clients that want it; HTTP/1.1 for WebSocket upgrades.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { cert_pem, key_pem, server_config: Arc::new(config) })
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            server_config: Arc::new(config),
+        })
     }
 
     /// Config for the HTTP/WebSocket listener (axum-server).
@@ -70,8 +85,10 @@ impl TlsIdentity {
 
     /// Config for the gRPC listener (tonic).
     pub fn grpc_config(&self) -> tonic::transport::ServerTlsConfig {
-        tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem))
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            &self.cert_pem,
+            &self.key_pem,
+        ))
     }
 }
 
@@ -82,8 +99,14 @@ mod tests {
     #[test]
     fn rejects_garbage_and_missing_files() {
         assert!(TlsIdentity::from_pem(b"nope".to_vec(), b"nope".to_vec()).is_err());
-        let err = TlsIdentity::load(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
-            .unwrap_err();
-        assert!(format!("{err:#}").contains("--tls-cert /nonexistent/cert.pem"), "{err:#}");
+        let err = TlsIdentity::load(
+            Path::new("/nonexistent/cert.pem"),
+            Path::new("/nonexistent/key.pem"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--tls-cert /nonexistent/cert.pem"),
+            "{err:#}"
+        );
     }
 }
