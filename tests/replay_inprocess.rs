@@ -39,8 +39,13 @@ fn check(report: &ReplayReport, devices: usize) {
     println!("{report}");
     assert!(report.chunk_errors.is_empty(), "{:?}", report.chunk_errors);
     assert_eq!(report.devices, devices);
-    // 20 s of data per device: the windows ending at 5 s … 20 s are entirely inside the recording.
-    assert!(report.predictions >= 16 * devices as u64, "{report}");
+    // 20 s of data per device: the windows ending at 5 s … 20 s are entirely inside the recording, and
+    // every one of them comes back.
+    assert_eq!(report.windows_inside_expected, 16 * devices as u64);
+    assert_eq!(
+        report.windows_inside_received, report.windows_inside_expected,
+        "{report}"
+    );
     assert_eq!(
         report.scored + report.unscored + report.unknown_labels,
         report.predictions

@@ -120,6 +120,10 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 5.0)]
     pub window_seconds: f64,
 
+    /// The server's hop in seconds (how many windows each device should get back).
+    #[arg(long, default_value_t = 1.0)]
+    pub hop_seconds: f64,
+
     /// After the last chunk, wait at most this long (ms) for the remaining predictions.
     #[arg(long, default_value_t = 5000)]
     pub drain_timeout_ms: u64,
@@ -205,8 +209,10 @@ pub struct ReplayReport {
     pub unscored: u64,
     /// Predictions whose label is not a DSADS class.
     pub unknown_labels: u64,
-    /// Windows ending inside each recording, per device, on a 1 s hop grid (a yardstick for `predictions`).
-    pub expected_windows_approx: u64,
+    /// Hop-grid windows entirely inside the recordings, all devices: one prediction is due for each.
+    pub windows_inside_expected: u64,
+    /// Distinct predictions received for those windows (equal to the above when every hop came back).
+    pub windows_inside_received: u64,
     pub accuracy: Option<f64>,
     pub macro_f1: Option<f64>,
     pub per_class: Vec<ClassScore>,
@@ -239,9 +245,10 @@ impl std::fmt::Display for ReplayReport {
         )?;
         writeln!(
             f,
-            "predictions: {} received (~{} windows expected), {} scored, {} straddling an activity change or the recording edge, {} unknown labels",
+            "predictions: {} received; windows inside the recordings: {} of {} came back; {} scored, {} straddling an activity change or the recording edge, {} unknown labels",
             self.predictions,
-            self.expected_windows_approx,
+            self.windows_inside_received,
+            self.windows_inside_expected,
             self.scored,
             self.unscored,
             self.unknown_labels
@@ -315,6 +322,10 @@ fn validate(args: &ReplayArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         (0.0..1.0).contains(&args.random_dropout),
         "--random-dropout must be in [0, 1)"
+    );
+    anyhow::ensure!(
+        args.window_seconds > 0.0 && args.hop_seconds > 0.0,
+        "--window-seconds and --hop-seconds must be positive"
     );
     anyhow::ensure!(!args.subjects.is_empty(), "--subjects is empty");
     anyhow::ensure!(!args.activities.is_empty(), "--activities is empty");
@@ -553,12 +564,16 @@ fn score_predictions(
     let mut server_latency = Vec::new();
     let mut present_total = 0usize;
     let chunk_nanos = (args.chunk_samples as f64 * 1e9 / SAMPLE_RATE_HZ) as i64;
+    let mut inside = std::collections::HashSet::new();
     for p in received {
         let Some(schedule) = by_device.get(p.device_id.as_str()) else {
             continue;
         };
         server_latency.push(p.server_end_to_end_seconds);
         present_total += p.present_modalities;
+        if schedule.window_inside(p.window_end_unix_nanos, args.window_seconds) {
+            inside.insert((p.device_id.as_str(), p.window_end_unix_nanos));
+        }
         // The step whose chunks reach the window end completed the window.
         let offset = p.window_end_unix_nanos - schedule.start_unix_nanos;
         if offset > 0 {
@@ -597,7 +612,11 @@ fn score_predictions(
         scored,
         unscored,
         unknown_labels,
-        expected_windows_approx: schedules.len() as u64 * recording_seconds.floor() as u64,
+        windows_inside_expected: schedules
+            .iter()
+            .map(|s| s.windows_inside(args.window_seconds, args.hop_seconds))
+            .sum(),
+        windows_inside_received: inside.len() as u64,
         accuracy: matrix.accuracy(),
         macro_f1: matrix.macro_f1(),
         per_class: matrix
