@@ -32,7 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--widths", choices=["small", "official"], default="small", help="encoder widths: small 8/16/32 or official 24/48/96")
     p.add_argument("--head-hidden", type=int, default=64, help="hidden units of the classifier head (0 = linear)")
-    p.add_argument("--hop", type=int, default=50, help="pre-training sliding-window hop, samples")
+    p.add_argument("--hop", type=int, default=100, help="pre-training sliding-window hop, samples")
     p.add_argument("--pretrain-epochs", type=int, default=PretrainConfig.epochs)
     p.add_argument("--pretrain-batch", type=int, default=PretrainConfig.batch_size)
     p.add_argument("--pretrain-lr", type=float, default=PretrainConfig.lr)
@@ -40,8 +40,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vicreg", type=float, nargs=3, default=(10.0, 10.0, 100.0), metavar=("INV", "VAR", "COV"))
     p.add_argument("--l2", type=float, default=1e-4, help="L2 penalty on conv kernels")
     p.add_argument("--clf-epochs", type=int, default=ClassifierConfig.epochs)
-    p.add_argument("--clf-min-passes", type=int, default=ClassifierConfig.min_passes, help="fewest labelled sample passes")
-    p.add_argument("--clf-max-passes", type=int, default=ClassifierConfig.max_passes, help="most labelled sample passes")
+    p.add_argument("--clf-min-steps", type=int, default=ClassifierConfig.min_steps, help="fewest optimiser steps (end to end)")
+    p.add_argument("--clf-max-passes", type=int, default=ClassifierConfig.max_passes, help="most labelled sample passes (end to end)")
+    p.add_argument("--probe-steps", type=int, default=ClassifierConfig.probe_steps, help="optimiser steps of a frozen probe")
     p.add_argument("--clf-lr", type=float, default=ClassifierConfig.lr)
     p.add_argument("--no-modality-dropout", action="store_true", help="train classifiers with every modality present")
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUNS, help="checkpoints and logs (git-ignored)")
@@ -60,8 +61,9 @@ def _configs(a: argparse.Namespace) -> tuple[PretrainConfig, ClassifierConfig, t
     )
     clf = ClassifierConfig(
         epochs=a.clf_epochs,
-        min_passes=a.clf_min_passes,
+        min_steps=a.clf_min_steps,
         max_passes=a.clf_max_passes,
+        probe_steps=a.probe_steps,
         lr=a.clf_lr,
         l2=a.l2,
         modality_dropout=not a.no_modality_dropout,
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
 
         model, saved = load_checkpoint(a.checkpoint)
         metrics = json.loads(a.metrics.read_text()) if a.metrics else {}
-        training = {"dataset": "DSADS", "command": saved.get("command", command), "exported_by": command}
+        training = dict(saved.get("training") or {"dataset": "DSADS", "command": saved.get("command")})
+        training["exported_by"] = command
         write_model_dir(model, a.data, a.out, a.name, a.version, training, metrics)
     elif a.cmd == "release":
         from .release import release

@@ -134,6 +134,7 @@ def run_fold(
         history = pretrain(pretrained, windows, pre_cfg, fold_seed, ckpt, desc=f"pretrain {test_subject}")
         del windows
 
+    partial = run_dir.parent / f"fold_{test_subject}.partial.json"
     results: dict = {m: {} for m in methods}
     confusions: dict = {m: {} for m in methods}
     timings: dict = {m: {} for m in methods}
@@ -157,6 +158,7 @@ def run_fold(
                 f"({info['seconds']:.0f}s)",
                 flush=True,
             )
+            partial.write_text(json.dumps({"results": results, "timings": timings}))
     return {
         "test_subject": test_subject,
         "train_subjects": train_subjects,

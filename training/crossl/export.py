@@ -157,7 +157,7 @@ def golden(model: CroSSL, root: Path, onnx_sha: str, tolerance: float = 1e-4) ->
         for i, m in enumerate(data.MODALITIES):
             if m in present_mods:
                 x[0, i * c : (i + 1) * c] = seg[:, i * c : (i + 1) * c].T
-                body[m] = seg[:, i * c : (i + 1) * c].astype(float).tolist()
+                body[m] = _floats(seg[:, i * c : (i + 1) * c])
         out = torch_outputs(model, x, present)
         cases.append(
             {
@@ -167,12 +167,19 @@ def golden(model: CroSSL, root: Path, onnx_sha: str, tolerance: float = 1e-4) ->
                 "modalities": body,
                 "present": present[0].astype(int).tolist(),
                 "label": data.CLASSES[int(out["logits"][0].argmax())],
-                "logits": out["logits"][0].astype(float).tolist(),
-                "probabilities": out["probabilities"][0].astype(float).tolist(),
-                "embedding": out["embedding"][0].astype(float).tolist(),
+                "logits": _floats(out["logits"][0]),
+                "probabilities": _floats(out["probabilities"][0]),
+                "embedding": _floats(out["embedding"][0]),
             }
         )
     return {"model_sha256": onnx_sha, "tolerance": tolerance, "cases": cases}
+
+
+def _floats(a: np.ndarray) -> list:
+    """float32 values as the shortest decimals that parse back to the same float32 (compact, exact)."""
+    if a.ndim > 1:
+        return [_floats(row) for row in a]
+    return [float(str(v)) for v in a.astype(np.float32)]
 
 
 def golden_inputs(case: dict, modalities: list[str], channels: int, window_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +191,8 @@ def golden_inputs(case: dict, modalities: list[str], channels: int, window_sampl
     return x, np.asarray([case["present"]], dtype=np.float32)
 
 
-def write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=1) + "\n")
+def write_json(path: Path, obj: dict, indent: int | None = 1) -> None:
+    path.write_text(json.dumps(obj, indent=indent) + "\n")
 
 
 def max_abs_diff(model: CroSSL, onnx_path: Path, modalities: list[str], x: np.ndarray, present: np.ndarray) -> float:

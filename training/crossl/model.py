@@ -21,17 +21,16 @@ class GroupedLayerNorm(nn.Module):
 
     def __init__(self, n_groups: int, channels: int, eps: float = 1e-3):
         super().__init__()
-        self.n_groups, self.eps = n_groups, eps
+        self.n_groups, self.channels, self.eps = n_groups, channels, eps
         self.weight = nn.Parameter(torch.ones(n_groups, channels, 1))
         self.bias = nn.Parameter(torch.zeros(n_groups, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, G*C, T]
-        b, gc, t = x.shape
-        c = gc // self.n_groups
         # F.layer_norm over the last axis is one fused kernel; ~2x faster on CPU than spelling it out.
-        h = F.layer_norm(x.reshape(b, self.n_groups, c, t).transpose(2, 3), (c,), eps=self.eps)
+        h = x.unflatten(1, (self.n_groups, self.channels)).transpose(2, 3)  # [B, G, T, C]
+        h = F.layer_norm(h, (self.channels,), eps=self.eps)
         h = torch.addcmul(self.bias.transpose(1, 2), h, self.weight.transpose(1, 2))
-        return h.transpose(2, 3).reshape(b, gc, t)
+        return h.transpose(2, 3).flatten(1, 2)
 
 
 class ModalityEncoders(nn.Module):
@@ -65,8 +64,7 @@ class ModalityEncoders(nn.Module):
         self.out_features = c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, M*C, T] -> [B, M, D]
-        h = self.layers(x)
-        return h.reshape(h.shape[0], self.n_modalities, self.out_features, h.shape[-1]).mean(dim=-1)
+        return self.layers(x).unflatten(1, (self.n_modalities, self.out_features)).mean(dim=-1)
 
     def conv_weights(self) -> list[torch.Tensor]:
         return [m.weight for m in self.layers if isinstance(m, nn.Conv1d)]
@@ -93,7 +91,7 @@ class Aggregator(nn.Module):
 
 def mask_embeddings(e: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Zero whole modality embeddings where keep[b, m] is 0. `where`, not multiply, so NaN/inf cannot leak."""
-    return torch.where(keep[:, :, None] > 0.5, e, torch.zeros_like(e))
+    return torch.where(keep[:, :, None] > 0.5, e, 0.0)
 
 
 class CroSSL(nn.Module):

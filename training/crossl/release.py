@@ -57,7 +57,7 @@ def write_model_dir(
         raise RuntimeError(f"ORT vs PyTorch max abs diff {worst:.2e} exceeds {gold['tolerance']}")
     man["training"]["ort_vs_torch_max_abs_diff_on_golden"] = worst
     export.write_json(out_dir / "model.json", man)
-    export.write_json(out_dir / "golden.json", gold)
+    export.write_json(out_dir / "golden.json", gold, indent=None)
     print(f"wrote {out_dir} (sha256 {man['model_sha256'][:12]}..., ORT vs torch {worst:.2e})", flush=True)
     return man
 
@@ -94,7 +94,6 @@ def release(
         del windows
     t1 = time.perf_counter()
     info = train_classifier(model, x, y, clf_cfg, modality_groups(), seed + 11, frozen=(method == "probe"), desc="release head")
-    save_checkpoint(model, run_dir / "release_model.pt")
     metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
     training = {
         "dataset": "DSADS (UCI ML Repository 256), raw layout",
@@ -111,4 +110,5 @@ def release(
         "machine": f"{platform.machine()} CPU, torch threads={torch.get_num_threads()}, torch {torch.__version__}",
         "normalisation": "per-channel mean/std of the training subjects, inside the graph",
     }
+    save_checkpoint(model, run_dir / "release_model.pt", training=training, command=command)
     write_model_dir(model, root, out_dir, name, version, training, metrics)

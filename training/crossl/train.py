@@ -27,7 +27,7 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class PretrainConfig:
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
     coverage: float = 0.9
@@ -39,24 +39,29 @@ class PretrainConfig:
 
 @dataclass
 class ClassifierConfig:
-    """Training length is counted in sample passes: `epochs` over the labelled set, clamped to
-    [min_passes, max_passes] so 1 % labels still get enough updates and 100 % stays affordable on a CPU."""
+    """End-to-end training runs `epochs` over the labelled set, but at least `min_steps` optimiser steps (so
+    1 % labels still get enough updates) and at most `max_passes` sample passes (so 100 % stays affordable
+    on a CPU). A frozen probe only trains the head on cached embeddings: it always gets `probe_steps`."""
 
-    epochs: int = 30
-    min_passes: int = 3000
-    max_passes: int = 46000
+    epochs: int = 10
+    min_steps: int = 150
+    max_passes: int = 12000
     batch_size: int = 64
+    small_batch_size: int = 32
+    probe_steps: int = 1500
     lr: float = 1e-3
     l2: float = 1e-4
     modality_dropout: bool = True
     p_all_present: float = 0.3
 
     def batch(self, n: int) -> int:
-        return min(self.batch_size, n)
+        return min(n, self.small_batch_size if n < 1000 else self.batch_size)
 
-    def steps(self, n: int) -> int:
-        passes = min(self.max_passes, max(self.min_passes, self.epochs * n))
-        return math.ceil(passes / self.batch(n))
+    def steps(self, n: int, frozen: bool) -> int:
+        if frozen:
+            return self.probe_steps
+        bs = self.batch(n)
+        return max(self.min_steps, min(self.max_passes // bs, self.epochs * math.ceil(n / bs)))
 
 
 @dataclass
@@ -102,7 +107,7 @@ def pretrain(
     model.to(dev).train()
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("head.")], lr=cfg.lr)
-    steps_per_epoch = len(windows) // cfg.batch_size
+    steps_per_epoch = max(1, len(windows) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     history = []
     m = model.config["n_modalities"]
@@ -180,7 +185,7 @@ def train_classifier(
         e_all = encode_all(model, x)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    steps = cfg.steps(len(x))
+    steps = cfg.steps(len(x), frozen)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     model.to(dev)
     t0 = time.perf_counter()

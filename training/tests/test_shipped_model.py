@@ -84,3 +84,16 @@ def test_onnxruntime_reproduces_golden_outputs(manifest, golden):
             diff = np.abs(got[k][0] - np.asarray(case[k], dtype=np.float32)).max()
             assert diff <= golden["tolerance"], (case["name"], k, diff)
         assert manifest["classes"][int(got["logits"][0].argmax())] == case["label"]
+
+
+def test_golden_cases_batched_together_give_the_same_outputs(manifest, golden):
+    """The server batches windows from many devices: one batch must equal the rows run one by one."""
+    session = export.ort_session(MODEL_DIR / manifest["model_file"])
+    names = [m["name"] for m in manifest["modalities"]]
+    pairs = [export.golden_inputs(c, names, 3, 125) for c in golden["cases"]]
+    x = np.concatenate([p[0] for p in pairs])
+    present = np.concatenate([p[1] for p in pairs])
+    got = export.ort_run(session, names, x, present)
+    for i, case in enumerate(golden["cases"]):
+        diff = np.abs(got["logits"][i] - np.asarray(case["logits"], dtype=np.float32)).max()
+        assert diff <= golden["tolerance"], (case["name"], diff)
