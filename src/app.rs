@@ -57,6 +57,9 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     /// API keys (REST, WebSocket and gRPC adapters); empty = auth off.
     pub auth: crate::api::auth::ApiKeys,
+    /// Per-device routing of the live feed for device streams (gRPC Stream, WebSocket device sockets).
+    /// Built with `DeviceFeeds::start(&store, metrics.clone())` (spawns its dispatcher task).
+    pub feeds: crate::api::feed::DeviceFeeds,
     /// Message/frame limits and stream settings of the gRPC and WebSocket adapters.
     pub limits: crate::config::TransportLimits,
     pub batcher: Batcher,
@@ -319,12 +322,14 @@ fn build_core(
         runtime: None,
         error: None,
     });
+    let feeds = crate::api::feed::DeviceFeeds::start(&store, Arc::clone(&metrics));
     let core = Core {
         manifest,
         ingest,
         store,
         metrics,
         auth,
+        feeds,
         limits,
         batcher,
         health: health_rx,

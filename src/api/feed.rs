@@ -2,12 +2,15 @@
 //! subscriber wants, counting what a slow subscriber skipped, and noticing shutdown.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use dashmap::DashMap;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::app::{Core, Phase};
-use crate::store::Prediction;
+use crate::metrics::Metrics;
+use crate::store::{Prediction, PredictionStore};
 
 /// Devices a subscriber wants; empty = every device.
 #[derive(Clone, Debug, Default)]
@@ -71,9 +74,254 @@ pub async fn stopped_serving(core: Core) {
         .await;
 }
 
+/// Predictions queued per device subscription before further ones are skipped (and counted).
+const SUBSCRIPTION_BUFFER: usize = 256;
+
+type Subscribers = Vec<(u64, &'static str, mpsc::Sender<Arc<Prediction>>)>;
+
+/// Routes every prediction of the live feed to the subscriptions of its device, so the cost per
+/// prediction does not grow with the number of open device streams (each of which only wants its own
+/// devices). One dispatcher task reads the store's broadcast feed; device streams and sockets subscribe
+/// here instead.
+#[derive(Clone, Debug)]
+pub struct DeviceFeeds {
+    inner: Arc<FeedsInner>,
+}
+
+#[derive(Debug)]
+struct FeedsInner {
+    by_device: DashMap<String, Subscribers>,
+    next_id: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl DeviceFeeds {
+    /// Starts the dispatcher (needs a tokio runtime); it ends when the store's feed closes.
+    pub fn start(store: &PredictionStore, metrics: Arc<Metrics>) -> Self {
+        let feeds = Self {
+            inner: Arc::new(FeedsInner {
+                by_device: DashMap::new(),
+                next_id: AtomicU64::new(0),
+                metrics,
+            }),
+        };
+        let mut feed = store.subscribe();
+        let inner = Arc::downgrade(&feeds.inner);
+        tokio::spawn(async move {
+            loop {
+                let received = feed.recv().await;
+                let Some(inner) = inner.upgrade() else { return };
+                match received {
+                    Ok(p) => inner.dispatch(&p),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // Only if this one task falls behind the whole service's prediction rate.
+                        inner
+                            .metrics
+                            .feed_lagged
+                            .with_label_values(&["dispatch"])
+                            .inc_by(n);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        feeds
+    }
+
+    /// A subscription with no devices yet; `transport` labels its skips.
+    pub fn subscribe(&self, transport: &'static str) -> DeviceSubscription {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let inner = SubscribedInner {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            transport,
+            feeds: Arc::clone(&self.inner),
+            tx,
+            devices: Mutex::new(HashSet::new()),
+        };
+        DeviceSubscription {
+            devices: SubscribedDevices {
+                inner: Arc::new(inner),
+            },
+            rx,
+        }
+    }
+}
+
+impl FeedsInner {
+    fn dispatch(&self, p: &Arc<Prediction>) {
+        let Some(subscribers) = self.by_device.get(&p.device_id) else {
+            return;
+        };
+        for (_, transport, tx) in subscribers.iter() {
+            // Never wait for a subscriber: one that is this far behind loses the newest predictions.
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Arc::clone(p)) {
+                self.metrics
+                    .feed_lagged
+                    .with_label_values(&[transport])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// The predictions of the devices added to it (through [`SubscribedDevices`], which other tasks may
+/// hold too); unsubscribes once it and every `SubscribedDevices` clone are dropped.
+#[derive(Debug)]
+pub struct DeviceSubscription {
+    pub devices: SubscribedDevices,
+    rx: mpsc::Receiver<Arc<Prediction>>,
+}
+
+impl DeviceSubscription {
+    /// The next prediction for one of this subscription's devices.
+    pub async fn recv(&mut self) -> Option<Arc<Prediction>> {
+        self.rx.recv().await
+    }
+}
+
+/// Adds and removes the devices of a subscription; cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct SubscribedDevices {
+    inner: Arc<SubscribedInner>,
+}
+
+#[derive(Debug)]
+struct SubscribedInner {
+    id: u64,
+    transport: &'static str,
+    feeds: Arc<FeedsInner>,
+    tx: mpsc::Sender<Arc<Prediction>>,
+    devices: Mutex<HashSet<String>>,
+}
+
+impl SubscribedDevices {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // The set stays consistent even if a holder panicked: every change is a single insert/remove.
+        self.inner
+            .devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts receiving `device_id`'s predictions; false when it was already added.
+    pub fn add(&self, device_id: &str) -> bool {
+        if !self.lock().insert(device_id.to_string()) {
+            return false;
+        }
+        let i = &self.inner;
+        i.feeds
+            .by_device
+            .entry(device_id.to_string())
+            .or_default()
+            .push((i.id, i.transport, i.tx.clone()));
+        true
+    }
+
+    /// Stops receiving `device_id`'s predictions.
+    pub fn remove(&self, device_id: &str) {
+        if self.lock().remove(device_id) {
+            self.inner.unsubscribe(device_id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SubscribedInner {
+    fn unsubscribe(&self, device_id: &str) {
+        self.feeds.by_device.remove_if_mut(device_id, |_, subs| {
+            subs.retain(|(id, _, _)| *id != self.id);
+            subs.is_empty()
+        });
+    }
+}
+
+impl Drop for SubscribedInner {
+    fn drop(&mut self) {
+        let devices = std::mem::take(
+            self.devices
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for device in devices {
+            self.unsubscribe(&device);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Timings;
+
+    fn prediction(device: &str, end: i64) -> Prediction {
+        Prediction {
+            device_id: device.into(),
+            window_end_unix_nanos: end,
+            label: "a".into(),
+            class_index: 0,
+            probabilities: vec![1.0],
+            embedding: vec![],
+            present_modalities: vec![],
+            timings: Timings::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscriptions_get_only_their_devices_and_unsubscribe_on_drop() {
+        let store = PredictionStore::new(4, 64);
+        let metrics = Arc::new(Metrics::new(1, 4));
+        let feeds = DeviceFeeds::start(&store, Arc::clone(&metrics));
+        let mut a = feeds.subscribe("grpc");
+        let mut ab = feeds.subscribe("websocket");
+        assert!(a.devices.add("a"));
+        assert!(!a.devices.add("a"));
+        let adder = ab.devices.clone();
+        adder.add("a");
+        adder.add("b");
+        drop(adder);
+        store.insert(prediction("b", 1));
+        store.insert(prediction("c", 2));
+        store.insert(prediction("a", 3));
+        assert_eq!(a.recv().await.unwrap().window_end_unix_nanos, 3);
+        assert_eq!(ab.recv().await.unwrap().window_end_unix_nanos, 1);
+        assert_eq!(ab.recv().await.unwrap().window_end_unix_nanos, 3);
+        ab.devices.remove("b");
+        assert_eq!(ab.devices.len(), 1);
+        drop(a);
+        assert_eq!(feeds.inner.by_device.len(), 1);
+        drop(ab);
+        assert!(feeds.inner.by_device.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_subscription_skips_and_counts_without_blocking() {
+        let store = PredictionStore::new(4, 4096);
+        let metrics = Arc::new(Metrics::new(1, 4));
+        let feeds = DeviceFeeds::start(&store, Arc::clone(&metrics));
+        let mut slow = feeds.subscribe("grpc");
+        slow.devices.add("d");
+        let mut fast = feeds.subscribe("grpc");
+        fast.devices.add("e");
+        for i in 0..(SUBSCRIPTION_BUFFER as i64 + 10) {
+            store.insert(prediction("d", i));
+        }
+        store.insert(prediction("e", 7));
+        // The other subscriber is served although `slow` has not read anything.
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), fast.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.window_end_unix_nanos, 7);
+        assert_eq!(metrics.feed_lagged.with_label_values(&["grpc"]).get(), 10);
+        assert_eq!(slow.recv().await.unwrap().window_end_unix_nanos, 0);
+    }
 
     #[test]
     fn empty_filter_matches_everything() {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use dashmap::DashSet;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::service::interceptor::InterceptedService;
@@ -14,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::auth::{self, Scope};
-use super::feed::{self, DeviceFilter, FeedEvent};
+use super::feed::{self, DeviceFilter, FeedEvent, SubscribedDevices};
 use crate::app::Core;
 use crate::error::Error;
 use crate::ingest::{SensorChunk, Transport};
@@ -271,15 +270,14 @@ impl Ingest for IngestService {
             return Err(not_ready());
         }
         let span = tracing::info_span!("grpc_stream", peer = ?request.remote_addr());
-        let devices: Arc<DashSet<String>> = Arc::default();
-        // Subscribe before the first chunk is read so no prediction of this stream's devices is missed.
-        let mut predictions = core.store.subscribe();
+        // Devices join the subscription before their first chunk is pushed, so no prediction is missed.
+        let mut predictions = core.feeds.subscribe(TRANSPORT);
         let (replies, mut replies_rx) = mpsc::channel(STREAM_ERROR_BUFFER);
         tokio::spawn(
             read_stream(
                 core.clone(),
                 request.into_inner(),
-                Arc::clone(&devices),
+                predictions.devices.clone(),
                 replies,
             )
             .instrument(span.clone()),
@@ -312,14 +310,11 @@ impl Ingest for IngestService {
                         yield Err(Error::Unavailable("the service is shutting down".into()).into());
                         break;
                     }
-                    event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
-                        FeedEvent::Prediction(p) if devices.contains(&p.device_id) => {
-                            yield Ok(proto::StreamResponse {
-                                kind: Some(ResponseKind::Prediction(prediction_to_proto(&p))),
-                            });
-                        }
-                        FeedEvent::Prediction(_) | FeedEvent::Skipped(_) => {}
-                        FeedEvent::Closed => break,
+                    prediction = predictions.recv() => match prediction {
+                        Some(p) => yield Ok(proto::StreamResponse {
+                            kind: Some(ResponseKind::Prediction(prediction_to_proto(&p))),
+                        }),
+                        None => break,
                     },
                 }
             }
@@ -362,7 +357,7 @@ impl Ingest for IngestService {
 async fn read_stream(
     core: Core,
     mut requests: Streaming<proto::StreamRequest>,
-    devices: Arc<DashSet<String>>,
+    devices: SubscribedDevices,
     replies: mpsc::Sender<Result<proto::StreamResponse, Status>>,
 ) {
     let mut index = 0u64;
@@ -422,7 +417,7 @@ async fn read_stream(
 /// Applies one hello or chunk; returns the device and modality it named, for the error report.
 fn apply_request(
     core: &Core,
-    devices: &DashSet<String>,
+    devices: &SubscribedDevices,
     kind: Option<RequestKind>,
 ) -> (String, String, Result<(), Error>) {
     match kind {
@@ -432,14 +427,14 @@ fn apply_request(
                 .hello(Transport::Grpc, &hello.device_id, &hello.modalities);
             if result.is_ok() {
                 tracing::debug!(device_id = %hello.device_id, metadata = ?hello.metadata, "hello");
-                devices.insert(hello.device_id.clone());
+                devices.add(&hello.device_id);
             }
             (hello.device_id, String::new(), result)
         }
         Some(RequestKind::Chunk(chunk)) => {
             let (device_id, modality) = (chunk.device_id.clone(), chunk.modality.clone());
             // Listen for the device before its chunk can close a window, so the prediction is never missed.
-            let newly_added = devices.insert(device_id.clone());
+            let newly_added = devices.add(&device_id);
             let result = core
                 .ingest
                 .push(

@@ -1,7 +1,8 @@
 //! WebSocket adapter: `GET /v1/ws/devices/{id}` streams one device (JSON text frames or the compact binary
 //! frame of docs/protocol.md) and pushes its predictions back; `GET /v1/ws/predictions?device=…` is the
-//! live feed for dashboards. Each socket has one reader (ingest) and one writer (replies and predictions),
-//! so a client that reads slowly never slows ingest: its feed skips ahead and the skips are counted.
+//! live feed for dashboards. Each device socket has one reader (ingest) and one writer (replies and
+//! predictions), so a client that reads slowly never slows ingest: its bounded prediction queue drops what
+//! does not fit, and the drops are counted. Dashboards skip ahead on the broadcast feed instead.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::feed::{self, DeviceFilter, FeedEvent};
+use super::feed::{self, DeviceFilter, DeviceSubscription, FeedEvent};
 use crate::app::Core;
 use crate::error::Error;
 use crate::ingest::{SensorChunk, Transport};
@@ -332,11 +333,11 @@ async fn run_device_socket(core: Core, device_id: String, socket: WebSocket) {
     }
 
     // Subscribe before reading chunks so no prediction of this device is missed.
-    let predictions = core.store.subscribe();
+    let predictions = core.feeds.subscribe(TRANSPORT);
+    predictions.devices.add(&device_id);
     let (replies, replies_rx) = mpsc::channel::<Message>(REPLY_BUFFER);
-    let device = device_id.clone();
     let writer = tokio::spawn(
-        write_device_socket(core.clone(), device, sink, replies_rx, predictions).in_current_span(),
+        write_device_socket(core.clone(), sink, replies_rx, predictions).in_current_span(),
     );
 
     loop {
@@ -407,10 +408,9 @@ fn apply(core: &Core, device_id: &str, request: Result<DeviceRequest, Error>) ->
 /// or the service stops.
 async fn write_device_socket(
     core: Core,
-    device_id: String,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut replies: mpsc::Receiver<Message>,
-    mut predictions: tokio::sync::broadcast::Receiver<Arc<Prediction>>,
+    mut predictions: DeviceSubscription,
 ) {
     let stopped = feed::stopped_serving(core.clone());
     tokio::pin!(stopped);
@@ -422,11 +422,9 @@ async fn write_device_socket(
                 None => break,
             },
             () = &mut stopped => close(close_code::AWAY, "the service is shutting down"),
-            event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
-                FeedEvent::Prediction(p) if p.device_id == device_id => ServerFrame::Prediction(&p).message(),
-                FeedEvent::Prediction(_) => continue,
-                FeedEvent::Skipped(count) => ServerFrame::Skipped { count }.message(),
-                FeedEvent::Closed => close(close_code::AWAY, "the service is shutting down"),
+            prediction = predictions.recv() => match prediction {
+                Some(p) => ServerFrame::Prediction(&p).message(),
+                None => close(close_code::AWAY, "the service is shutting down"),
             },
         };
         let closing = matches!(message, Message::Close(_));
