@@ -463,3 +463,41 @@ async fn predict_latest_health_and_reflection() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_naming_an_unknown_modality_is_refused_on_the_stream() {
+    let server = start(|_| {}).await;
+    let (tx, rx) = mpsc::channel(8);
+    let mut responses = server
+        .ingest()
+        .await
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(hello_request("hello-dev", &["torso_acc", "tail_acc"]))
+        .await
+        .unwrap();
+    tx.send(hello_request("hello-dev", &["torso_acc"]))
+        .await
+        .unwrap();
+    tx.send(hello_request("", &[])).await.unwrap();
+    let seen = read_until(&mut responses, Duration::from_secs(10), |r| {
+        chunk_errors(r).len() == 2
+    })
+    .await;
+    let errors = chunk_errors(&seen);
+    assert_eq!(
+        (
+            errors[0].index,
+            errors[0].device_id.as_str(),
+            errors[0].reason.as_str()
+        ),
+        (0, "hello-dev", "unknown_modality")
+    );
+    assert_eq!(
+        (errors[1].index, errors[1].reason.as_str()),
+        (2, "bad_device_id")
+    );
+    drop(tx);
+}
