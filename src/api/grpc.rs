@@ -180,25 +180,30 @@ impl From<Error> for Status {
     }
 }
 
-/// Serving status of the whole server and of each service follows the core's readiness.
+/// Serving status of the whole server and of each service follows the core's readiness; the task ends
+/// with the service.
 async fn report_health(core: Core, reporter: tonic_health::server::HealthReporter) {
     use tonic_health::ServingStatus;
     const SERVICES: [&str; 3] = ["", "crossl.v1.Ingest", "crossl.v1.Predictions"];
-    let mut last = None;
+    let mut health = core.health.clone();
     loop {
-        let ready = core.is_ready();
-        if last != Some(ready) {
-            let status = if ready {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            for service in SERVICES {
-                reporter.set_service_status(service, status).await;
-            }
-            last = Some(ready);
+        let ready = health.borrow_and_update().phase == crate::app::Phase::Ready;
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for service in SERVICES {
+            reporter.set_service_status(service, status).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if health.changed().await.is_err() {
+            for service in SERVICES {
+                reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+            return;
+        }
     }
 }
 
