@@ -340,8 +340,15 @@ async fn run_device_socket(core: Core, device_id: String, socket: WebSocket) {
         write_device_socket(core.clone(), sink, replies_rx, predictions).in_current_span(),
     );
 
+    // The writer says goodbye on shutdown; the reader must not wait for a client that never answers it.
+    let stopped = feed::stopped_serving(core.clone());
+    tokio::pin!(stopped);
     loop {
-        let reply = match stream.next().await {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            () = &mut stopped => break,
+        };
+        let reply = match frame {
             Some(Ok(Message::Text(text))) => {
                 let (sequence, request) = parse_text_frame(text.as_str(), &device_id, &manifest);
                 apply(&core, &device_id, request)
@@ -417,11 +424,12 @@ async fn write_device_socket(
     loop {
         let message = tokio::select! {
             biased;
+            // First: on shutdown the reader stops too, and the client must still learn why (1001).
+            () = &mut stopped => close(close_code::AWAY, "the service is shutting down"),
             reply = replies.recv() => match reply {
                 Some(message) => message,
                 None => break,
             },
-            () = &mut stopped => close(close_code::AWAY, "the service is shutting down"),
             prediction = predictions.recv() => match prediction {
                 Some(p) => ServerFrame::Prediction(&p).message(),
                 None => close(close_code::AWAY, "the service is shutting down"),
