@@ -56,6 +56,9 @@ pub struct Metrics {
     pub feed_lagged: IntCounterVec,
     /// Requests refused by API-key checks, by transport and reason (missing_key, wrong_key, missing_scope).
     pub auth_failures: IntCounterVec,
+    /// Long-lived streams open now, by transport and kind (ingest: device/gateway streams; feed: Watch and
+    /// dashboard sockets).
+    pub open_streams: IntGaugeVec,
     /// 1 when ready to serve.
     pub ready: IntGauge,
     /// Constant 1 with version, execution provider and model labels.
@@ -123,6 +126,12 @@ impl Metrics {
             .expect("valid metric");
         r.register(Box::new(active_devices.clone()))
             .expect("unique metric");
+        let open_streams = IntGaugeVec::new(
+            Opts::new("crossl_open_streams", "Long-lived streams open now (gRPC streams, WebSockets)"),
+            &["transport", "kind"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(open_streams.clone())).expect("unique metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "crossl_build_info",
@@ -232,6 +241,7 @@ impl Metrics {
                 "Requests refused by API-key checks",
                 &["transport", "reason"],
             ),
+            open_streams,
             ready,
             build_info,
             http_requests: counter_vec(

@@ -96,6 +96,8 @@ async fn json_and_binary_frames_stream_a_device_and_predictions_come_back() {
     }
     let latest = server.core.store.latest("ws-a").expect("stored");
     assert_eq!(latest.window_end_unix_nanos, last_end);
+    let open = [("transport", "websocket"), ("kind", "ingest")];
+    assert_eq!(server.metric("crossl_open_streams", &open).await, 1.0);
     assert!(
         server
             .metric(
@@ -106,6 +108,14 @@ async fn json_and_binary_frames_stream_a_device_and_predictions_come_back() {
             > 0.0
     );
     ws.close(None).await.unwrap();
+    let closed = async {
+        while server.metric("crossl_open_streams", &open).await != 0.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the gauge drops when the socket closes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,6 +74,26 @@ pub async fn stopped_serving(core: Core) {
         .await;
 }
 
+/// Counts one open long-lived stream in `crossl_open_streams{transport,kind}` while it lives.
+#[derive(Debug)]
+pub struct OpenStream {
+    gauge: prometheus::IntGauge,
+}
+
+impl OpenStream {
+    pub fn new(metrics: &Metrics, transport: &'static str, kind: &'static str) -> Self {
+        let gauge = metrics.open_streams.with_label_values(&[transport, kind]);
+        gauge.inc();
+        Self { gauge }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
 /// Predictions queued per device subscription before further ones are skipped (and counted).
 const SUBSCRIPTION_BUFFER: usize = 256;
 

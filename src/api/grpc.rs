@@ -290,6 +290,7 @@ impl Ingest for IngestService {
         let linger = core.limits.stream_linger;
 
         let output = async_stream::stream! {
+            let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "ingest");
             let stopped = feed::stopped_serving(core.clone());
             tokio::pin!(stopped);
             let mut input_open = true;
@@ -495,6 +496,7 @@ impl Predictions for PredictionsService {
         // The stream is pulled by the transport: a client that reads slowly stops pulling, the broadcast
         // buffer moves on without it, and the skipped predictions are counted. Ingest never waits.
         let output = async_stream::stream! {
+            let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "feed");
             let stopped = feed::stopped_serving(core.clone());
             tokio::pin!(stopped);
             loop {

@@ -295,6 +295,7 @@ async fn device_socket(
 }
 
 async fn run_device_socket(core: Core, device_id: String, socket: WebSocket) {
+    let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "ingest");
     let (mut sink, mut stream) = socket.split();
     // Registering validates the id and the device limit; a refused device cannot use this socket at all.
     if let Err(e) = core.ingest.hello(Transport::WebSocket, &device_id, &[]) {
@@ -474,6 +475,7 @@ async fn predictions_socket(
 /// The dashboard feed. Sending waits for the client, but the broadcast feed never waits for anyone: while
 /// this socket is slow the buffer moves on, and the next receive reports (and counts) what was skipped.
 async fn run_predictions_socket(core: Core, filter: DeviceFilter, socket: WebSocket) {
+    let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "feed");
     let (mut sink, mut stream) = socket.split();
     let mut predictions = core.store.subscribe();
     // Reading the client side only to notice it leaving (and to answer pings).
