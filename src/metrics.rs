@@ -127,11 +127,15 @@ impl Metrics {
         r.register(Box::new(active_devices.clone()))
             .expect("unique metric");
         let open_streams = IntGaugeVec::new(
-            Opts::new("crossl_open_streams", "Long-lived streams open now (gRPC streams, WebSockets)"),
+            Opts::new(
+                "crossl_open_streams",
+                "Long-lived streams open now (gRPC streams, WebSockets)",
+            ),
             &["transport", "kind"],
         )
         .expect("valid metric");
-        r.register(Box::new(open_streams.clone())).expect("unique metric");
+        r.register(Box::new(open_streams.clone()))
+            .expect("unique metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "crossl_build_info",
