@@ -15,6 +15,7 @@
 pub mod api;
 pub mod app;
 pub mod batch;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod infer;

@@ -1,4 +1,5 @@
-//! `crossl-serve` binary: `serve` runs the service, `replay` streams recorded data to one.
+//! `crossl-serve` binary: `serve` runs the service, `replay` streams recorded data to one,
+//! `check-model` validates a model folder.
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -17,6 +18,8 @@ enum Command {
     Serve(crossl_serve::config::ServeArgs),
     /// Stream DSADS recordings to a running service.
     Replay(crossl_serve::replay::ReplayArgs),
+    /// Check a model folder (manifest, sha256, graph, golden.json parity) without serving it.
+    CheckModel(crossl_serve::check::CheckArgs),
 }
 
 fn init_tracing(json: bool) {
@@ -37,6 +40,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_tracing(args.log_json);
             crossl_serve::app::serve(args, crossl_serve::signal::shutdown_signal()).await
+        }
+        Command::CheckModel(args) => {
+            init_tracing(false);
+            let summary = crossl_serve::check::run(&args)?;
+            tracing::info!("{summary}");
+            Ok(())
         }
         Command::Replay(args) => {
             init_tracing(false);

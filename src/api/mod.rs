@@ -31,6 +31,8 @@ pub fn http_app(core: Core) -> axum::Router {
             auth::http_auth,
         ))
         .layer(axum::middleware::from_fn_with_state(core, count_requests))
+        // One span per request; the batcher records a request's work inside it.
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(DefaultBodyLimit::max(max_body))
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::delivery::{JobMeta, Sink};
-use super::{BatcherConfig, Queued, Reply, Shared};
+use super::{BatcherConfig, Queued, Shared};
 use crate::error::Error;
 use crate::infer::{Batch, InferRequest};
 use crate::model::Manifest;
@@ -81,17 +81,14 @@ pub(super) async fn run(
                 );
                 continue;
             }
-            inputs.push(job.input);
             metas.push(JobMeta {
                 reply: job.reply,
-                present: inputs
-                    .last()
-                    .map(|i: &crate::model::ModelInput| i.present.clone())
-                    .unwrap_or_default(),
+                present: job.input.present.clone(),
                 ready_at: job.ready_at,
                 enqueued_at,
                 span: job.span,
             });
+            inputs.push(job.input);
         }
         if metas.is_empty() {
             continue;
@@ -105,11 +102,4 @@ pub(super) async fn run(
     }
     // Dropping `pool` here lets the workers exit once they have run what they hold.
     tracing::debug!("batcher drained");
-}
-
-impl Reply {
-    /// Whether a caller waits on this job.
-    pub fn is_caller(&self) -> bool {
-        matches!(self, Reply::Caller(_))
-    }
 }
