@@ -228,3 +228,55 @@ async fn cuda_requested_but_unavailable_is_a_startup_error_and_auto_reports_its_
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_sheds_with_429_and_counts_it() {
+    let model = bundled_model();
+    let golden = golden(&model);
+    let mut args = test_args(model);
+    args.queue_capacity = 1;
+    args.max_batch_size = 1;
+    let gate = Arc::new(Mutex::new(()));
+    let server = launch_server(args.clone(), gated_hooks(&args, Arc::clone(&gate))).await;
+    server.ready().await;
+    let held = gate.lock().expect("gate");
+    let body = json!({"modalities": golden.cases[0].modalities});
+    // One runs (blocked), one waits for a worker, one sits in the queue: the rest are shed.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let client = server.client.clone();
+            let url = server.url("/v1/predict");
+            let body = body.clone();
+            tokio::spawn(async move {
+                let r = client.post(url).json(&body).send().await.expect("response");
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    let mut shed = 0;
+    for r in requests {
+        let (status, body) = r.await.expect("task");
+        if status == 429 {
+            assert_error(status, &body, 429, "resource_exhausted");
+            shed += 1;
+        } else {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    assert!(shed >= 1, "some requests must be shed");
+    let text = server.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "crossl_windows_shed_total",
+            &[("reason", "queue_full")]
+        ),
+        Some(f64::from(shed))
+    );
+}
