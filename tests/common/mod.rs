@@ -22,7 +22,7 @@ pub fn bundled_model() -> PathBuf {
     assert!(
         dir.join("model.json").is_file() && dir.join("golden.json").is_file(),
         "the bundled model is missing: {} needs model.json, model.onnx and golden.json (see \
-         docs/model-contract.md; `make model` / the training README export it)",
+         docs/model-contract.md; the training export writes it, see docs/training.md)",
         dir.display()
     );
     dir
