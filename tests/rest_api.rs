@@ -141,7 +141,11 @@ fn channel_major(rows: &[Vec<f32>], channels: usize) -> Vec<f32> {
 async fn kserve_v2_metadata_readiness_and_batched_infer_match_golden() {
     let model = bundled_model();
     let golden = golden(&model);
-    let server = start(test_args(model)).await;
+    // Two sessions on two worker threads serve the batch's rows.
+    let mut args = test_args(model);
+    args.workers = 2;
+    let server = start(args).await;
+    assert_eq!(server.core.health().runtime.map(|r| r.sessions), Some(2));
     let m = server.core.manifest.clone();
     let (status, live) = server.get("/v2/health/live").await;
     assert_eq!((status, &live), (200, &json!({"live": true})));
