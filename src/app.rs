@@ -467,7 +467,9 @@ pub async fn launch(
         };
         let mut result = Ok(());
         match startup {
-            Some(Ok(runtime)) => {
+            Some(Ok(mut runtime)) => {
+                runtime.requested_execution_provider =
+                    Some(format!("{:?}", core.args.execution_provider).to_lowercase());
                 core.metrics
                     .build_info
                     .with_label_values(&[
@@ -477,7 +479,12 @@ pub async fn launch(
                     ])
                     .set(1);
                 core.metrics.ready.set(1);
-                tracing::info!(execution_provider = %runtime.execution_provider, sessions = runtime.sessions, "ready");
+                tracing::info!(
+                    execution_provider = %runtime.execution_provider,
+                    requested = ?runtime.requested_execution_provider,
+                    sessions = runtime.sessions,
+                    "ready"
+                );
                 health.send_modify(|h| {
                     h.phase = Phase::Ready;
                     h.runtime = Some(runtime);

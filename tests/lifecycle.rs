@@ -218,6 +218,12 @@ async fn cuda_requested_but_unavailable_is_a_startup_error_and_auto_reports_its_
             "auto without CUDA falls back to cpu, and says so"
         );
     }
+    let (_, model) = server.get("/v1/model").await;
+    assert_eq!(model["runtime"]["requested_execution_provider"], "auto");
+    assert_eq!(
+        model["runtime"]["execution_provider"],
+        ready["execution_provider"]
+    );
     let text = server.metrics_text().await;
     let ep = ready["execution_provider"]
         .as_str()

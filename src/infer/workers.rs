@@ -40,6 +40,8 @@ pub struct RuntimeInfo {
     pub execution_provider: String,
     /// Sessions (= worker threads).
     pub sessions: usize,
+    /// What was asked for (`cpu`, `cuda`, `auto`): `auto` with `cpu` in use means CUDA was not usable.
+    pub requested_execution_provider: Option<String>,
 }
 
 /// Creates the backend of worker `i` (on that worker's thread).
@@ -94,6 +96,7 @@ impl WorkerPool {
             Ok(RuntimeInfo {
                 execution_provider: provider.unwrap_or_default(),
                 sessions: workers,
+                requested_execution_provider: None,
             })
         };
         (
