@@ -14,7 +14,7 @@ SENSOR_SCENARIOS = ["no_mag", "no_gyro", "acc_only"]
 
 
 def load_folds(results_dir: Path, folds: list[str] | None = None) -> list[dict]:
-    paths = sorted(results_dir.glob("fold_*.json"))
+    paths = sorted(p for p in results_dir.glob("fold_*.json") if not p.name.endswith(".partial.json"))
     out = [json.loads(p.read_text()) for p in paths]
     if folds is not None:
         out = [f for f in out if f["test_subject"] in folds]
@@ -118,7 +118,7 @@ def tables_markdown(summary: dict, folds: list[dict]) -> str:
         cells = [_fmt(summary["robustness"][m][s]) for m in methods]
         lines.append(f"| {s} | {k if k is not None else '5 (sensor type subset)'} | " + " | ".join(cells) + " |")
     lines += ["", "### Pre-training and classifier wall time per fold (seconds, 2-core shared CPU)", ""]
-    lines += ["| fold | pre-train s | pre-train epochs | whole fold s |", "|---|---|---|---|"]
+    lines += ["| fold | pre-train s | pre-train epochs | evaluate run s (excludes pre-training when it was reused from a checkpoint) |", "|---|---|---|---|"]
     for f in folds:
         h = f["pretrain_history"]
         lines.append(f"| {f['test_subject']} | {sum(r['seconds'] for r in h):.0f} | {len(h)} | {f.get('seconds', float('nan')):.0f} |")
