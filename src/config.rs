@@ -102,6 +102,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_DEVICE_IDLE_TIMEOUT_S", default_value_t = 300)]
     pub device_idle_timeout_s: u64,
 
+    /// Stored predictions are kept this long (seconds) after their window ended, also for devices that
+    /// were evicted as idle (so dashboards still see a device's last predictions).
+    #[arg(long, env = "CROSSL_PREDICTION_RETENTION_S", default_value_t = 3600)]
+    pub prediction_retention_s: u64,
+
     /// Most devices tracked at once; new ones beyond it are refused.
     #[arg(long, env = "CROSSL_MAX_DEVICES", default_value_t = 10_000)]
     pub max_devices: usize,

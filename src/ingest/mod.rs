@@ -74,8 +74,10 @@ pub struct IngestLimits {
     pub rate_burst_seconds: f64,
     /// Chunk starts further than this from the server clock are refused.
     pub max_clock_skew_nanos: i64,
-    /// Devices silent for this long are evicted.
+    /// Devices silent for this long are evicted (their window state; predictions stay in the store).
     pub device_idle_timeout_nanos: i64,
+    /// Stored predictions whose window ended longer ago than this are pruned (by device).
+    pub prediction_retention_nanos: i64,
 }
 
 /// State of one device: its windows and rate buckets, behind the device's own lock.
@@ -362,11 +364,15 @@ impl Ingest {
                     .unwrap_or(true)
             });
             if removed.is_some() {
-                inner.store.remove(&id);
                 inner.metrics.devices_evicted.inc();
                 tracing::info!(device_id = %id, "idle device evicted");
             }
         }
+        // Dashboards may still ask for a device's last predictions after it went quiet, so the store keeps
+        // them for their own retention period instead of following the (shorter) window-state eviction.
+        inner
+            .store
+            .prune_older_than(now.saturating_sub(inner.limits.prediction_retention_nanos));
         inner.metrics.active_devices.set(inner.devices.len() as i64);
     }
 

@@ -70,6 +70,7 @@ fn limits() -> IngestLimits {
         rate_burst_seconds: 10.0,
         max_clock_skew_nanos: 3600 * SEC,
         device_idle_timeout_nanos: 60 * SEC,
+        prediction_retention_nanos: 120 * SEC,
     }
 }
 
@@ -218,7 +219,7 @@ async fn sustained_overspeed_is_rate_limited_without_poisoning_the_device() {
 }
 
 #[tokio::test]
-async fn tick_closes_by_lateness_and_evicts_idle_devices() {
+async fn tick_closes_by_lateness_evicts_idle_devices_and_prunes_old_predictions() {
     let h = harness(limits()).await;
     h.ingest
         .hello(Transport::Grpc, "d", &["acc".into(), "gyro".into()])
@@ -237,7 +238,16 @@ async fn tick_closes_by_lateness_and_evicts_idle_devices() {
     assert!(h.ingest.devices().is_empty());
     assert_eq!(h.metrics.devices_evicted.get(), 1);
     assert_eq!(h.metrics.active_devices.get(), 0);
-    assert!(h.store.latest("d").is_none());
+    assert!(
+        h.store.latest("d").is_some(),
+        "an evicted device's predictions outlive its window state"
+    );
+    h.clock.advance(60 * SEC);
+    h.ingest.tick();
+    assert!(
+        h.store.latest("d").is_none(),
+        "pruned once its newest window is older than the retention"
+    );
 }
 
 #[tokio::test]

@@ -129,9 +129,13 @@ impl PredictionStore {
         self.inner.feed.subscribe()
     }
 
-    /// Forgets a device (called when it is evicted).
-    pub fn remove(&self, device_id: &str) {
-        self.inner.devices.remove(device_id);
+    /// Forgets every device whose newest prediction's window ended before `cutoff_unix_nanos`.
+    pub fn prune_older_than(&self, cutoff_unix_nanos: i64) {
+        self.inner.devices.retain(|_, h| {
+            h.entries
+                .back()
+                .is_some_and(|p| p.window_end_unix_nanos >= cutoff_unix_nanos)
+        });
     }
 
     /// Number of devices with at least one prediction.
@@ -174,8 +178,13 @@ mod tests {
         assert_eq!(store.latest("d").map(|p| p.window_end_unix_nanos), Some(5));
         assert!(store.latest("other").is_none());
         assert!(store.history("other", None, 10).is_empty());
-        store.remove("d");
-        assert!(store.latest("d").is_none());
+        store.insert(pred("recent", 10));
+        store.prune_older_than(6);
+        assert!(store.latest("d").is_none(), "newest window 5 < cutoff 6");
+        assert_eq!(
+            store.latest("recent").map(|p| p.window_end_unix_nanos),
+            Some(10)
+        );
     }
 
     #[tokio::test]
