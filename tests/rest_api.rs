@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use common::*;
 use serde_json::json;
 
-/// `/v1/predict` matches every golden case (PyTorch outputs) within the golden tolerance.
+/// `/v1/predict` and `/v1/embed` match every golden case (PyTorch outputs) within the golden tolerance.
 async fn check_parity(model: std::path::PathBuf) {
     let golden = golden(&model);
     let server = start(test_args(model.clone())).await;
@@ -55,6 +55,21 @@ async fn check_parity(model: std::path::PathBuf) {
                 .as_f64()
                 .is_some_and(|s| s > 0.0)
         );
+
+        let (status, embedded) = server
+            .post_json("/v1/embed", &json!({ "modalities": case.modalities }))
+            .await;
+        assert_eq!(status, 200, "{}: {embedded}", case.name);
+        let embedding: Vec<f32> =
+            serde_json::from_value(embedded["embedding"].clone()).expect("embedding");
+        let d = max_abs_diff(&embedding, &case.embedding);
+        assert!(
+            d <= tol,
+            "{}: /v1/embed differs by {d} (> {tol})",
+            case.name
+        );
+        assert_eq!(embedded["present"], body["present"], "{}", case.name);
+        assert!(embedded.get("label").is_none(), "embed answers no label");
     }
 }
 
@@ -240,6 +255,8 @@ async fn bad_input_gets_a_4xx_with_a_json_error_body() {
         b["error"].as_str().unwrap_or_default().contains("channels"),
         "{b}"
     );
+    let (s, b) = server.post_json("/v1/embed", &with(json!(rows))).await;
+    assert_error(s, &b, 400, "invalid_input");
     // Wrong length (one sample short).
     let (s, b) = server
         .post_json("/v1/predict", &with(json!(good_rows[1..])))

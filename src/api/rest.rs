@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
 use super::http_error::{AppJson, AppPath, AppQuery, ErrorBody};
-use crate::app::{Core, Health, Phase};
+use crate::app::{Core, Health, Phase, PredictOutput};
 use crate::error::Error;
 use crate::infer::RuntimeInfo;
 use crate::ingest::{DeviceInfo, ModalityStatus, Transport};
@@ -35,6 +35,7 @@ pub fn router(core: Core) -> axum::Router {
             get(prediction_history),
         )
         .route("/v1/predict", post(predict))
+        .route("/v1/embed", post(embed))
         .with_state(core)
 }
 
@@ -72,6 +73,7 @@ async fn metrics(State(core): State<Core>) -> Response {
         latest_prediction,
         prediction_history,
         predict,
+        embed,
         super::kserve::live,
         super::kserve::ready,
         super::kserve::model_metadata,
@@ -93,6 +95,7 @@ async fn metrics(State(core): State<Core>) -> Response {
         Timings,
         PredictRequest,
         PredictResponse,
+        EmbedResponse,
         ModelResponse,
         BatchingInfo,
         WindowingInfo,
@@ -184,6 +187,7 @@ pub struct WindowingInfo {
     pub max_gap_samples: f64,
     pub modality_stale_ms: u64,
     pub device_idle_timeout_s: u64,
+    pub prediction_retention_s: u64,
 }
 
 /// `GET /v1/model`.
@@ -222,6 +226,7 @@ async fn model(State(core): State<Core>) -> Json<ModelResponse> {
             max_gap_samples: a.max_gap_samples,
             modality_stale_ms: a.modality_stale_ms,
             device_idle_timeout_s: a.device_idle_timeout_s,
+            prediction_retention_s: a.prediction_retention_s,
         },
     })
 }
@@ -355,7 +360,56 @@ async fn predict(
     State(core): State<Core>,
     request: Result<AppJson<PredictRequest>, Error>,
 ) -> Result<Json<PredictResponse>, Error> {
-    let modalities = match request.and_then(|AppJson(r)| flatten_rows(&core, r)) {
+    let out = run_window(&core, request).await?;
+    Ok(Json(PredictResponse {
+        label: out.label,
+        class_index: out.class_index,
+        probabilities: out.probabilities,
+        logits: out.logits,
+        embedding: out.embedding,
+        present: out.present,
+        timing: out.timings,
+    }))
+}
+
+/// `POST /v1/embed` answer: the CroSSL global embedding of the window, without the classifier's view.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EmbedResponse {
+    pub embedding: Vec<f32>,
+    /// Modalities given, in manifest order.
+    pub present: Vec<String>,
+    pub timing: Timings,
+}
+
+/// The global embedding of one complete window (for retrieval, clustering or a head of your own). Same
+/// body, validation and batcher as `/v1/predict`.
+#[utoipa::path(
+    post, path = "/v1/embed", request_body = PredictRequest,
+    responses(
+        (status = 200, body = EmbedResponse),
+        (status = 400, body = ErrorBody, description = "unknown modality, wrong channel count, wrong length, non-finite value, bad JSON"),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)
+    )
+)]
+async fn embed(
+    State(core): State<Core>,
+    request: Result<AppJson<PredictRequest>, Error>,
+) -> Result<Json<EmbedResponse>, Error> {
+    let out = run_window(&core, request).await?;
+    Ok(Json(EmbedResponse {
+        embedding: out.embedding,
+        present: out.present,
+        timing: out.timings,
+    }))
+}
+
+/// Validates a one-window body and runs it through the core; a body refused here is counted like one
+/// the core refuses.
+async fn run_window(
+    core: &Core,
+    request: Result<AppJson<PredictRequest>, Error>,
+) -> Result<PredictOutput, Error> {
+    let modalities = match request.and_then(|AppJson(r)| flatten_rows(core, r)) {
         Ok(m) => m,
         Err(e) => {
             core.metrics
@@ -369,16 +423,7 @@ async fn predict(
             return Err(e);
         }
     };
-    let out = core.predict(Transport::Rest, modalities).await?;
-    Ok(Json(PredictResponse {
-        label: out.label,
-        class_index: out.class_index,
-        probabilities: out.probabilities,
-        logits: out.logits,
-        embedding: out.embedding,
-        present: out.present,
-        timing: out.timings,
-    }))
+    core.predict(Transport::Rest, modalities).await
 }
 
 /// Samples-major rows → row-major flat values, checking every row's channel count.
