@@ -4,8 +4,9 @@
 use std::future::Future;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use super::tls::TlsIdentity;
 
@@ -17,6 +18,12 @@ pub async fn serve_http(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Some(tls) = tls else {
+        // Predictions are small frames pushed as soon as they exist: Nagle would hold them back (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         return axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
@@ -29,7 +36,10 @@ pub async fn serve_http(
         stop.await;
         on_stop.graceful_shutdown(None);
     });
-    axum_server::from_tcp_rustls(listener.into_std()?, config)
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::Server::from_tcp(listener.into_std()?)
+        .acceptor(acceptor)
         .handle(handle)
         .serve(app.into_make_service())
         .await
@@ -51,7 +61,7 @@ pub async fn serve_grpc(
     }
     builder
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
         .await
         .context("gRPC server failed")
 }
