@@ -61,7 +61,7 @@ lint:
 	cargo clippy --locked --all-targets -- -D warnings
 
 bench: setup-runtime
-	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" cargo bench --locked
+	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" cargo bench --locked --bench window_assembly --bench predict_throughput
 
 demo: release data
 	target/release/crossl-serve replay --data "$(DSADS_DIR)" --subjects p1 --devices 4 --speed 10
