@@ -11,8 +11,6 @@ use crossl_serve::proto;
 use crossl_serve::proto::stream_response::Kind;
 use futures::StreamExt;
 use streaming::*;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 /// Reads the stream until `done` says so; panics after `timeout`.
@@ -70,14 +68,7 @@ async fn a_device_streams_and_gets_every_window_back_on_the_stream_in_rest_and_i
         .expect("watch opens")
         .into_inner();
 
-    let (tx, rx) = mpsc::channel(256);
-    let mut responses = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .expect("stream opens")
-        .into_inner();
+    let (tx, mut responses) = server.open_stream(256).await;
     tx.send(hello_request("dev-a", &[])).await.unwrap();
     let t0 = next_second(Duration::ZERO);
     let seconds = window_seconds(&server.core) + 2;
@@ -163,23 +154,9 @@ async fn a_device_streams_and_gets_every_window_back_on_the_stream_in_rest_and_i
 async fn a_gateway_stream_carries_several_devices_and_only_their_predictions() {
     let server = start(|_| {}).await;
     let gateway_devices = ["gw-0", "gw-1", "gw-2"];
-    let (tx, rx) = mpsc::channel(1024);
-    let mut gateway = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut gateway) = server.open_stream(1024).await;
     // Another device on its own stream: its predictions must not show up on the gateway's stream.
-    let (other_tx, other_rx) = mpsc::channel(1024);
-    let mut other = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(other_rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (other_tx, mut other) = server.open_stream(1024).await;
 
     let t0 = next_second(Duration::ZERO);
     let seconds = window_seconds(&server.core) + 1;
@@ -225,14 +202,7 @@ async fn a_gateway_stream_carries_several_devices_and_only_their_predictions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_chunks_come_back_as_chunk_errors_and_the_stream_stays_open() {
     let server = start(|a| a.max_chunk_samples = 50).await;
-    let (tx, rx) = mpsc::channel(256);
-    let mut responses = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = server.open_stream(256).await;
     let t0 = next_second(Duration::ZERO);
     let good = |k| second_of_chunks(&server.core, "dev-e", t0, k);
     let mut bad = Vec::new();
@@ -319,14 +289,7 @@ async fn rejected_chunks_come_back_as_chunk_errors_and_the_stream_stays_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_finishes_sending_is_closed_after_its_last_windows() {
     let server = start(|a| a.stream_linger_ms = 300).await;
-    let (tx, rx) = mpsc::channel(256);
-    let mut responses = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = server.open_stream(256).await;
     let t0 = next_second(Duration::ZERO);
     let seconds = window_seconds(&server.core);
     for k in 0..seconds {
@@ -467,14 +430,7 @@ async fn predict_latest_health_and_reflection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_naming_an_unknown_modality_is_refused_on_the_stream() {
     let server = start(|_| {}).await;
-    let (tx, rx) = mpsc::channel(8);
-    let mut responses = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = server.open_stream(8).await;
     tx.send(hello_request("hello-dev", &["torso_acc", "tail_acc"]))
         .await
         .unwrap();

@@ -10,8 +10,6 @@ use std::time::Duration;
 use crossl_serve::proto;
 use crossl_serve::proto::stream_response::Kind;
 use streaming::*;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tonic::Code;
 
@@ -28,14 +26,7 @@ async fn next_response(
 async fn grpc_messages_over_the_limit_are_resource_exhausted() {
     let server = start(|a| a.grpc_max_message_bytes = 8 * 1024).await;
     // On a stream: the stream ends with RESOURCE_EXHAUSTED.
-    let (tx, rx) = mpsc::channel(8);
-    let mut responses = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = server.open_stream(8).await;
     let t0 = next_second(Duration::ZERO);
     let mut big = second_of_chunks(&server.core, "big", t0, 0)[0].clone();
     big.samples = synthetic(0, 3, 0, 1000); // 12 kB
@@ -90,14 +81,7 @@ async fn grpc_messages_over_the_limit_are_resource_exhausted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_beyond_max_devices_are_refused_on_grpc_and_websocket() {
     let server = start(|a| a.max_devices = 2).await;
-    let (tx, rx) = mpsc::channel(64);
-    let mut responses = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = server.open_stream(64).await;
     let t0 = next_second(Duration::ZERO);
     for (i, device) in ["cap-0", "cap-1", "cap-2"].into_iter().enumerate() {
         let chunk = second_of_chunks(&server.core, device, t0, 0)[0].clone();
@@ -152,14 +136,7 @@ async fn devices_beyond_max_devices_are_refused_on_grpc_and_websocket() {
 async fn a_device_sending_far_faster_than_its_rate_is_throttled_without_hurting_others() {
     // Default factor 10: a 25 Hz modality may sustain 250 samples/s (with a short burst allowance).
     let server = start(|a| a.rate_limit_factor = 10.0).await;
-    let (tx, rx) = mpsc::channel(1024);
-    let mut flood = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut flood) = server.open_stream(1024).await;
     let t0 = next_second(Duration::ZERO);
     // 250 s of torso_acc sent at once: far beyond 10× real time and beyond the burst allowance.
     for k in 0..250 {
@@ -182,14 +159,7 @@ async fn a_device_sending_far_faster_than_its_rate_is_throttled_without_hurting_
         }
     }
     // Another device streaming at an honest pace (well, 5 s of data: within the burst allowance) is served.
-    let (tx2, rx2) = mpsc::channel(256);
-    let mut honest = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx2))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx2, mut honest) = server.open_stream(256).await;
     let seconds = window_seconds(&server.core);
     for k in 0..seconds {
         for chunk in second_of_chunks(&server.core, "honest", t0, k) {

@@ -8,21 +8,12 @@ use std::time::Duration;
 use crossl_serve::proto;
 use futures::StreamExt;
 use streaming::*;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_streams_and_sockets_end_cleanly_on_shutdown() {
     let server = start(|_| {}).await;
-    let (tx, rx) = mpsc::channel(8);
-    let mut stream = server
-        .ingest()
-        .await
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut stream) = server.open_stream(8).await;
     tx.send(hello_request("bye-dev", &[])).await.unwrap();
     let mut watch = server
         .predictions()

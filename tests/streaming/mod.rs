@@ -87,6 +87,26 @@ impl TestServer {
         IngestClient::new(self.channel().await)
     }
 
+    /// Opens an `Ingest.Stream` call: the sender feeds requests (buffer `capacity`), the other half yields
+    /// the server's responses.
+    pub async fn open_stream(
+        &self,
+        capacity: usize,
+    ) -> (
+        tokio::sync::mpsc::Sender<proto::StreamRequest>,
+        tonic::Streaming<proto::StreamResponse>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        let responses = self
+            .ingest()
+            .await
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("Ingest.Stream opens")
+            .into_inner();
+        (tx, responses)
+    }
+
     pub async fn predictions(&self) -> PredictionsClient<Channel> {
         PredictionsClient::new(self.channel().await)
     }
