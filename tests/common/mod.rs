@@ -12,6 +12,9 @@ use crossl_serve::config::ServeArgs;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+#[path = "../support/prometheus_text.rs"]
+mod prometheus_text;
+
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -213,22 +216,7 @@ impl Drop for TestServer {
 
 /// Value of one sample of a metric with the given labels (any order); `None` when absent.
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-            if all { value.parse().ok() } else { None }
-        })
+    prometheus_text::samples(text, name, labels).next()
 }
 
 /// Asserts an error response: the status and a JSON body `{"error": non-empty, "kind": kind}`.

@@ -14,6 +14,9 @@ use crossl_serve::proto::predictions_client::PredictionsClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+#[path = "../support/prometheus_text.rs"]
+mod prometheus_text;
+
 pub const SECOND: i64 = 1_000_000_000;
 
 pub fn repo_path(rel: &str) -> PathBuf {
@@ -148,25 +151,9 @@ impl Drop for TestServer {
     }
 }
 
-/// Parses `name{labels} value` lines; labels match in any order; 0 when no such sample.
+/// Sum of the samples of a metric with the given labels (any order); 0 when there is none.
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let all_match = labels
-                .iter()
-                .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-            all_match.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
+    prometheus_text::samples(text, name, labels).sum()
 }
 
 /// Next whole second (unix ns) at least `ahead` from now: a device clock origin on the hop grid.
