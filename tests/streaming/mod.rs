@@ -270,7 +270,14 @@ pub async fn ws_next_json(
             }
             Some(Ok(WsMessage::Close(frame))) => return Err(frame),
             Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Err(None),
+            Some(Err(e)) => {
+                eprintln!("ws read error: {e}");
+                return Err(None);
+            }
+            None => {
+                eprintln!("ws ended without a close frame");
+                return Err(None);
+            }
         }
     }
 }
