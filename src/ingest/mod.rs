@@ -161,7 +161,7 @@ impl Ingest {
             ));
         }
         validate::device_id(&chunk.device_id)?;
-        let m = validate::modality(&inner.manifest, &chunk.modality)?;
+        let m = inner.manifest.require_modality(&chunk.modality)?;
         let spec = &inner.manifest.modalities[m];
         let rows = validate::samples(spec, &chunk.samples, inner.limits.max_chunk_samples)?;
         let now = inner.clock.now_unix_nanos();
@@ -257,7 +257,7 @@ impl Ingest {
         validate::device_id(device_id)?;
         let indices = modalities
             .iter()
-            .map(|name| validate::modality(&inner.manifest, name))
+            .map(|name| inner.manifest.require_modality(name))
             .collect::<Result<Vec<_>, _>>()?;
         let now = inner.clock.now_unix_nanos();
         let device = self.device(device_id, now)?;

@@ -1,7 +1,7 @@
 //! Stateless checks of a chunk or a device id: everything that can be refused before touching device state.
 
 use crate::error::Error;
-use crate::model::{Manifest, ModalitySpec};
+use crate::model::ModalitySpec;
 
 /// Longest accepted device id, in bytes.
 pub const MAX_DEVICE_ID_LEN: usize = 128;
@@ -30,24 +30,6 @@ pub fn device_id(id: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
-}
-
-/// Index of a modality name in the manifest.
-pub fn modality(manifest: &Manifest, name: &str) -> Result<usize, Error> {
-    manifest.modality_index(name).ok_or_else(|| {
-        Error::invalid(
-            "unknown_modality",
-            format!(
-                "unknown modality {name:?}; the model takes {}",
-                manifest
-                    .modalities
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    })
 }
 
 /// Shape and values of a chunk's samples; returns the number of rows.
@@ -132,7 +114,7 @@ mod tests {
         );
         device_id("watch-01:left.arm_2").expect("valid id");
         assert_eq!(
-            modality(&m, "nope").unwrap_err().reason(),
+            m.require_modality("nope").unwrap_err().reason(),
             "unknown_modality"
         );
         assert_eq!(reason(samples(spec, &[], 10)), "empty_chunk");

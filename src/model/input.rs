@@ -55,20 +55,7 @@ impl ModelInput {
     ) -> Result<Self, Error> {
         let mut input = Self::zeros(manifest);
         for (name, values) in modalities {
-            let Some(idx) = manifest.modality_index(name) else {
-                return Err(Error::invalid(
-                    "unknown_modality",
-                    format!(
-                        "unknown modality {name:?}; the model takes {}",
-                        manifest
-                            .modalities
-                            .iter()
-                            .map(|m| m.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-            };
+            let idx = manifest.require_modality(name)?;
             let spec = &manifest.modalities[idx];
             if values.len() != spec.window_len() {
                 return Err(Error::invalid(

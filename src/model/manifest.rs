@@ -109,6 +109,24 @@ impl Manifest {
         self.modalities.iter().position(|m| m.name == name)
     }
 
+    /// Index of a modality the caller named; an unknown name is an `unknown_modality` input error that
+    /// lists the names the model takes.
+    pub fn require_modality(&self, name: &str) -> Result<usize, crate::error::Error> {
+        self.modality_index(name).ok_or_else(|| {
+            crate::error::Error::invalid(
+                "unknown_modality",
+                format!(
+                    "unknown modality {name:?}; the model takes {}",
+                    self.modalities
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
+
     /// Rules of docs/model-contract.md that can be checked without the graph.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.format_version != 1 {
