@@ -131,12 +131,7 @@ impl Core {
         let answer = self.batcher.predict(input, arrived).await?;
         let class_index = answer.output.class_index();
         Ok(PredictOutput {
-            label: self
-                .manifest
-                .classes
-                .get(class_index)
-                .cloned()
-                .unwrap_or_default(),
+            label: self.manifest.class_name(class_index),
             class_index,
             logits: answer.output.logits,
             probabilities: answer.output.probabilities,

@@ -98,12 +98,7 @@ impl Sink {
                     let prediction = Prediction {
                         device_id: target.device_id,
                         window_end_unix_nanos: target.window_end_unix_nanos,
-                        label: self
-                            .manifest
-                            .classes
-                            .get(class_index)
-                            .cloned()
-                            .unwrap_or_default(),
+                        label: self.manifest.class_name(class_index),
                         class_index,
                         probabilities: row.probabilities,
                         embedding: row.embedding,

@@ -109,6 +109,11 @@ impl Manifest {
         self.modalities.iter().position(|m| m.name == name)
     }
 
+    /// Name of an output class (empty for an index the model cannot produce).
+    pub fn class_name(&self, index: usize) -> String {
+        self.classes.get(index).cloned().unwrap_or_default()
+    }
+
     /// Index of a modality the caller named; an unknown name is an `unknown_modality` input error that
     /// lists the names the model takes.
     pub fn require_modality(&self, name: &str) -> Result<usize, crate::error::Error> {
