@@ -13,13 +13,14 @@ DSADS_DIR ?= $(HOME)/.cache/crossl/dsads
 export CROSSL_DSADS_DIR := $(DSADS_DIR)
 
 .PHONY: help run build release setup-runtime setup-dev data test test-rust test-python test-interop \
-        openapi lint bench demo
+        openapi lint bench demo load-test
 
 help:
 	@echo "make run     - serve the bundled model (HTTP :8080, gRPC :50051, metrics :9090)"
 	@echo "make test    - run every test (Rust, Python training, Helm chart, gRPC interop)"
 	@echo "make demo    - stream DSADS subject p1 to a running server and print online accuracy"
 	@echo "make bench   - criterion benchmarks (see docs/benchmarks.md)"
+	@echo "make load-test - k6 against a running server (make run in another terminal)"
 	@echo "make lint    - cargo fmt --check + clippy -D warnings"
 
 setup-runtime:
@@ -65,3 +66,8 @@ bench: setup-runtime
 
 demo: release data
 	target/release/crossl-serve replay --data "$(DSADS_DIR)" --subjects p1 --devices 4 --speed 10
+
+load-test:
+	scripts/setup.sh bench
+	.venv/bin/k6 run -e VUS=16 -e DURATION=20s load-tests/predict.js
+	.venv/bin/k6 run -e DEVICES=50 -e SECONDS=30 -e CHUNK_MS=1000 load-tests/stream_grpc.js

