@@ -11,7 +11,7 @@ import torch
 
 from . import data
 from .model import OFFICIAL_WIDTHS, SMALL_WIDTHS
-from .train import ClassifierConfig, PretrainConfig
+from .train import Augment, ClassifierConfig, PretrainConfig
 
 DEFAULT_RUNS = Path("training/runs") if Path("training/crossl").is_dir() else Path("runs")
 
@@ -45,11 +45,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-steps", type=int, default=ClassifierConfig.probe_steps, help="optimiser steps of a frozen probe")
     p.add_argument("--clf-lr", type=float, default=ClassifierConfig.lr)
     p.add_argument("--no-modality-dropout", action="store_true", help="train classifiers with every modality present")
+    p.add_argument("--rotate-deg", type=float, default=Augment.max_rotation_deg, help="augmentation: max random rotation per unit, degrees (0 = off)")
+    p.add_argument("--scale-sd", type=float, default=Augment.scale_sd, help="augmentation: sd of the random gain per modality (0 = off)")
+    p.add_argument("--no-centre-mag", action="store_true", help="keep magnetometer per-window means (default: removed inside the model)")
+    p.add_argument("--no-augment", action="store_true", help="no input augmentation in pre-training or end-to-end training")
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUNS, help="checkpoints and logs (git-ignored)")
 
 
 def _configs(a: argparse.Namespace) -> tuple[PretrainConfig, ClassifierConfig, tuple[int, ...]]:
+    augment = None if a.no_augment else Augment(max_rotation_deg=a.rotate_deg, scale_sd=a.scale_sd)
     pre = PretrainConfig(
+        augment=augment,
         epochs=a.pretrain_epochs,
         batch_size=a.pretrain_batch,
         lr=a.pretrain_lr,
@@ -67,6 +73,7 @@ def _configs(a: argparse.Namespace) -> tuple[PretrainConfig, ClassifierConfig, t
         lr=a.clf_lr,
         l2=a.l2,
         modality_dropout=not a.no_modality_dropout,
+        augment=augment,
     )
     return pre, clf, SMALL_WIDTHS if a.widths == "small" else OFFICIAL_WIDTHS
 
@@ -132,9 +139,9 @@ def main(argv: list[str] | None = None) -> None:
 
         pre, _, widths = _configs(a)
         ds = data.DSADS.load(a.data, a.subjects, a.cache_dir)
-        mean, std = data.channel_stats(ds.segments(a.subjects)[0])
+        mean, std = data.input_stats(ds.segments(a.subjects)[0], not a.no_centre_mag)
         seed_everything(a.seed)
-        model = build_model(mean, std, widths, a.head_hidden)
+        model = build_model(mean, std, widths, a.head_hidden, not a.no_centre_mag)
         history = pretrain(model, ds.sliding_windows(a.subjects, a.hop), pre, a.seed, a.run_dir / "pretrain_last.pt")
         save_checkpoint(model, a.out, history=history, command=command)
     elif a.cmd == "finetune":
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.pretrained:
             model, _ = load_checkpoint(a.pretrained)
         else:
-            model = build_model(*data.channel_stats(x), widths, a.head_hidden)
+            model = build_model(*data.input_stats(x, not a.no_centre_mag), widths, a.head_hidden, not a.no_centre_mag)
         idx = data.stratified_subset(y, a.label_percent / 100, a.seed)
         info = train_classifier(model, x[idx], y[idx], clf, modality_groups(), a.seed, a.frozen, desc="finetune")
         save_checkpoint(model, a.out, command=command, info=info)
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         pre, clf, widths = _configs(a)
         evaluate.run(
             a.data, a.folds, a.subjects, a.out, a.label_percents, a.methods, pre, clf, widths,
-            a.head_hidden, a.hop, a.seed, a.cache_dir, command,
+            a.head_hidden, a.hop, a.seed, a.cache_dir, command, not a.no_centre_mag,
+            a.run_dir / "loso",
         )  # fmt: skip
         report.write(a.out, a.out, folds=a.folds)
     elif a.cmd == "report":
@@ -182,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         pre, clf, widths = _configs(a)
         release(
             a.data, a.subjects, a.out, a.name, a.version, a.method, pre, clf, widths, a.head_hidden,
-            a.hop, a.seed, a.cache_dir, a.run_dir, a.metrics, command,
+            a.hop, a.seed, a.cache_dir, a.run_dir, a.metrics, command, not a.no_centre_mag,
         )  # fmt: skip
 
 

@@ -170,6 +170,27 @@ class DSADS:
         return np.ascontiguousarray(np.concatenate(out))
 
 
+CENTRED_SENSORS = ("mag",)
+
+
+def centred_channels(centre_mag: bool = True) -> np.ndarray:
+    """float32 [45]: 1 for channels whose per-window mean the model removes before anything else.
+
+    A magnetometer's 5-s mean is mostly where the subject faced and which room (or steel elevator) they were
+    in -- a property of the recording, not of the activity -- and a model trained on five subjects learnt
+    it; its changes within the window (limb rotation) are kept. Accelerometer means are kept: gravity's
+    direction is what tells sitting from lying."""
+    sensors = [modality_sensor(m) for m in MODALITIES for _ in AXES]
+    return np.array([centre_mag and s in CENTRED_SENSORS for s in sensors], dtype=np.float32)
+
+
+def input_stats(x: np.ndarray, centre_mag: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Normalisation constants for the model input x [N, 45, T] RAW: per-channel mean/std after the
+    per-window centring of `centred_channels`."""
+    c = centred_channels(centre_mag)[None, :, None]
+    return channel_stats(x - c * x.mean(axis=2, keepdims=True, dtype=np.float32))
+
+
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std over windows and time of x [N, C, T] (float64 accumulation)."""
     mean = x.mean(axis=(0, 2), dtype=np.float64)

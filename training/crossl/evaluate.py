@@ -87,7 +87,10 @@ def score(model: CroSSL, e_test: torch.Tensor, y_test: np.ndarray) -> tuple[dict
     return out, confusion
 
 
-def build_model(mean: np.ndarray, std: np.ndarray, widths: tuple[int, ...], head_hidden: int) -> CroSSL:
+def build_model(
+    mean: np.ndarray, std: np.ndarray, widths: tuple[int, ...], head_hidden: int, centre_mag: bool = True
+) -> CroSSL:
+    """mean/std must come from `data.input_stats(x, centre_mag)` with the same centre_mag."""
     return CroSSL(
         len(data.MODALITIES),
         data.CHANNELS_PER_MODALITY,
@@ -96,6 +99,7 @@ def build_model(mean: np.ndarray, std: np.ndarray, widths: tuple[int, ...], head
         torch.from_numpy(std),
         widths=widths,
         head_hidden=head_hidden,
+        centre=torch.from_numpy(data.centred_channels(centre_mag)),
     )
 
 
@@ -112,16 +116,17 @@ def run_fold(
     hop: int,
     seed: int,
     run_dir: Path,
+    centre_mag: bool = True,
 ) -> dict:
     train_subjects = [s for s in subjects if s != test_subject]
     x_tr, y_tr = ds.segments(train_subjects)
     x_te, y_te = ds.segments([test_subject])
-    mean, std = data.channel_stats(x_tr)
+    mean, std = data.input_stats(x_tr, centre_mag)
     groups = modality_groups()
     fold_seed = seed + 1000 * subjects.index(test_subject)
 
     seed_everything(fold_seed)
-    pretrained = build_model(mean, std, widths, head_hidden)
+    pretrained = build_model(mean, std, widths, head_hidden, centre_mag)
     ckpt = run_dir / f"pretrain_{test_subject}.pt"
     if ckpt.exists() and torch.load(ckpt)["history"].__len__() == pre_cfg.epochs:
         saved = torch.load(ckpt)
@@ -143,7 +148,7 @@ def run_fold(
         for method in methods:
             from_pretrained, frozen = METHODS[method]
             seed_everything(fold_seed + 7)
-            model = fresh_copy(pretrained) if from_pretrained else build_model(mean, std, widths, head_hidden)
+            model = fresh_copy(pretrained) if from_pretrained else build_model(mean, std, widths, head_hidden, centre_mag)
             info = train_classifier(
                 model, x_tr[idx], y_tr[idx], clf_cfg, groups, fold_seed + 11, frozen, desc=f"{test_subject} {method} {frac:g}"
             )
@@ -186,7 +191,10 @@ def run(
     seed: int,
     cache_dir: Path | None,
     command: str,
+    centre_mag: bool = True,
+    run_dir: Path | None = None,
 ) -> None:
+    """Fold JSONs go to out_dir; pre-training checkpoints (large, reusable) to run_dir (default out_dir)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = data.DSADS.load(root, subjects, cache_dir)
     settings = {
@@ -199,6 +207,7 @@ def run(
         "widths": list(widths),
         "head_hidden": head_hidden,
         "hop": hop,
+        "centre_mag": centre_mag,
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -209,7 +218,7 @@ def run(
             print(f"[{fold}] done already: {path}", flush=True)
             continue
         t0 = time.perf_counter()
-        result = run_fold(ds, fold, subjects, fractions, methods, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, out_dir / "checkpoints")
+        result = run_fold(ds, fold, subjects, fractions, methods, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, (run_dir or out_dir) / "checkpoints", centre_mag)
         result["settings"] = settings
         result["seconds"] = time.perf_counter() - t0
         path.write_text(json.dumps(result, indent=1))

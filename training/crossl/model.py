@@ -95,7 +95,8 @@ def mask_embeddings(e: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 class CroSSL(nn.Module):
-    """Takes RAW sensor units [B, M*C, T] (normalisation constants are buffers) and a presence mask [B, M]."""
+    """Takes RAW sensor units [B, M*C, T] (centring mask and normalisation constants are buffers) and a
+    presence mask [B, M]."""
 
     def __init__(
         self,
@@ -109,6 +110,7 @@ class CroSSL(nn.Module):
         dropout: float = 0.1,
         embedding_size: int = 32,
         head_hidden: int = 64,
+        centre: torch.Tensor | None = None,
     ):
         super().__init__()
         self.config = dict(
@@ -124,6 +126,8 @@ class CroSSL(nn.Module):
         mc = n_modalities * channels
         self.register_buffer("mean", torch.zeros(1, mc, 1) if mean is None else mean.reshape(1, mc, 1).float())
         self.register_buffer("std", torch.ones(1, mc, 1) if std is None else std.reshape(1, mc, 1).float())
+        # 1 = remove this channel's per-window mean first (data.centred_channels says which and why).
+        self.register_buffer("centre", torch.zeros(1, mc, 1) if centre is None else centre.reshape(1, mc, 1).float())
         self.encoders = ModalityEncoders(n_modalities, channels, widths, kernels, dropout)
         self.aggregator = Aggregator(n_modalities, self.encoders.out_features, embedding_size=embedding_size)
         if head_hidden > 0:
@@ -135,6 +139,7 @@ class CroSSL(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Raw [B, M*C, T] -> per-modality embeddings [B, M, D] (not yet masked)."""
+        x = x - self.centre * x.mean(dim=-1, keepdim=True)
         return self.encoders((x - self.mean) / self.std)
 
     def embed(self, e: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -79,13 +80,14 @@ def release(
     run_dir: Path,
     metrics_file: Path | None,
     command: str,
+    centre_mag: bool = True,
 ) -> None:
     t0 = time.perf_counter()
     ds = data.DSADS.load(root, subjects, cache_dir)
     x, y = ds.segments(subjects)
-    mean, std = data.channel_stats(x)
+    mean, std = data.input_stats(x, centre_mag)
     seed_everything(seed)
-    model = build_model(mean, std, widths, head_hidden)
+    model = build_model(mean, std, widths, head_hidden, centre_mag)
     history: list = []
     if method != "supervised":
         windows = ds.sliding_windows(subjects, hop)
@@ -101,14 +103,15 @@ def release(
         "labelled_windows": int(len(y)),
         "method": method,
         "command": command,
-        "pretrain": {**vars(pre_cfg), "hop_samples": hop, "epochs_run": len(history)},
-        "classifier": vars(clf_cfg),
+        "pretrain": {**asdict(pre_cfg), "hop_samples": hop, "epochs_run": len(history)},
+        "classifier": asdict(clf_cfg),
         "seed": seed,
         "pretrain_seconds": round(t1 - t0, 1),
         "classifier_seconds": round(info["seconds"], 1),
         "total_seconds": round(time.perf_counter() - t0, 1),
         "machine": f"{platform.machine()} CPU, torch threads={torch.get_num_threads()}, torch {torch.__version__}",
-        "normalisation": "per-channel mean/std of the training subjects, inside the graph",
+        "normalisation": "per-channel mean/std of the training subjects, inside the graph"
+        + ("; magnetometer channels centred per window first" if centre_mag else ""),
     }
     save_checkpoint(model, run_dir / "release_model.pt", training=training, command=command)
     write_model_dir(model, root, out_dir, name, version, training, metrics)

@@ -90,3 +90,20 @@ def test_latent_masks_keep_at_least_one_and_follow_coverage():
     assert (keep.sum(dim=1) >= 1).all()
     keep = latent_masks(20000, M, 0.7, gen)
     assert abs(keep.mean().item() - 0.7) < 0.01
+
+
+def test_centred_channels_ignore_a_constant_offset():
+    """Channels marked for centring (the magnetometers in the shipped model) lose their per-window mean
+    inside the model: adding a constant to them changes nothing; other channels are not centred."""
+    from crossl import data
+
+    centre = torch.from_numpy(data.centred_channels())
+    assert int(centre.sum()) == 15 and data.MODALITIES[2] == "torso_mag" and centre[6:9].tolist() == [1, 1, 1]
+    model = tiny(centre=centre)
+    x = torch.randn(3, M * C, T)
+    ref = model(x, torch.ones(3, M))[0]
+    shifted = x + 5.0 * centre[None, :, None]
+    torch.testing.assert_close(model(shifted, torch.ones(3, M))[0], ref, atol=1e-4, rtol=0)
+    acc_shifted = x.clone()
+    acc_shifted[:, 0:3] += 5.0  # torso_acc: gravity's direction matters, so it is not centred
+    assert not torch.allclose(model(acc_shifted, torch.ones(3, M))[0], ref, atol=1e-4)
