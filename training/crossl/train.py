@@ -45,7 +45,7 @@ class ClassifierConfig:
     on a CPU). A frozen probe only trains the head on cached embeddings: it always gets `probe_steps`."""
 
     epochs: int = 10
-    min_steps: int = 150
+    min_steps: int = 500
     max_passes: int = 100_000
     batch_size: int = 64
     small_batch_size: int = 32
