@@ -227,6 +227,27 @@ def plots(summary: dict, folds: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
+def manifest_metrics(summary: dict, shipped: str = "crossl_finetune") -> dict:
+    """The summary metrics `model.json` carries (`python -m crossl export|release --metrics FILE`)."""
+    full = summary["label_fractions"][-1]
+    q = summary["quality_bar"][shipped]
+    return {
+        "evaluation": f"leave-one-subject-out on DSADS, folds {','.join(summary['folds'])}; "
+        "macro-F1 mean over folds; see MODEL_CARD.md",
+        "loso_macro_f1_all_modalities": {
+            m: {f"{float(f) * 100:g}%": round(v[f]["macro_f1"]["mean"], 4) for f in v}
+            for m, v in summary["by_fraction"].items()
+        },
+        "shipped_recipe_loso_estimate": {
+            "method": f"{shipped} ({float(full) * 100:g} % labels, modality dropout)",
+            "all_modalities": round(q["all_modalities"], 4),
+            "worst_single_unit_missing": round(q["worst_single_unit_missing"]["macro_f1"], 4),
+            "no_mag": round(q["no_mag"], 4),
+            "mean_over_unit_pairs": round(q["mean_over_unit_pairs"], 4),
+        },
+    }
+
+
 def write(results_dir: Path, out_dir: Path, folds: list[str] | None = None) -> dict:
     fold_results = load_folds(results_dir, folds)
     summary = summarize(fold_results)
@@ -234,6 +255,7 @@ def write(results_dir: Path, out_dir: Path, folds: list[str] | None = None) -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out_dir / "tables.md").write_text(tables_markdown(summary, fold_results))
+    (out_dir / "manifest_metrics.json").write_text(json.dumps(manifest_metrics(summary), indent=1) + "\n")
     for p in plots(summary, fold_results, out_dir / "plots"):
         print(f"wrote {p}")
     print(f"wrote {out_dir / 'summary.json'} and {out_dir / 'tables.md'}")
