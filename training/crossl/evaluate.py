@@ -128,15 +128,17 @@ def run_fold(
     seed_everything(fold_seed)
     pretrained = build_model(mean, std, widths, head_hidden, centre_mag)
     ckpt = run_dir / f"pretrain_{test_subject}.pt"
-    if ckpt.exists() and torch.load(ckpt)["history"].__len__() == pre_cfg.epochs:
-        saved = torch.load(ckpt)
+    # A checkpoint is reused only when everything that shaped it is the same (else it is silently stale).
+    key = {"pretrain": asdict(pre_cfg), "model": pretrained.config, "hop": hop, "subjects": train_subjects, "seed": fold_seed}
+    saved = torch.load(ckpt) if ckpt.exists() else {}
+    if saved.get("key") == key and len(saved["history"]) == pre_cfg.epochs:
         pretrained.load_state_dict(saved["state"])
         history = saved["history"]
         print(f"[{test_subject}] reusing {ckpt}", flush=True)
     else:
         windows = ds.sliding_windows(train_subjects, hop)
         print(f"[{test_subject}] pre-training on {len(windows)} windows from {train_subjects}", flush=True)
-        history = pretrain(pretrained, windows, pre_cfg, fold_seed, ckpt, desc=f"pretrain {test_subject}")
+        history = pretrain(pretrained, windows, pre_cfg, fold_seed, ckpt, f"pretrain {test_subject}", key)
         del windows
 
     partial = run_dir.parent / f"fold_{test_subject}.partial.json"

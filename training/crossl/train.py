@@ -139,6 +139,7 @@ def pretrain(
     seed: int,
     checkpoint: Path | None = None,
     desc: str = "pretrain",
+    checkpoint_key: dict | None = None,
 ) -> list[dict]:
     """VICReg between two latent-masked views of the same windows. Both views share one encoder pass:
     masking happens in latent space, which is what makes CroSSL cheap."""
@@ -181,7 +182,8 @@ def pretrain(
         print(f"[{desc}] epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"state": model.state_dict(), "config": model.config, "history": history}, checkpoint)
+            saved = {"state": model.state_dict(), "config": model.config, "history": history, "key": checkpoint_key}
+            torch.save(saved, checkpoint)
     model.cpu()
     return history
 
