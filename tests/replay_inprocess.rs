@@ -71,7 +71,7 @@ async fn replay_over_grpc_streams_and_a_gateway_and_scores_the_predictions() {
     check(&report, 2);
     assert!(report.mean_present_modalities.unwrap() > 14.0);
     // Sitting vs running of training subjects with every sensor: a scoring or label-mapping bug shows up
-    // here as chance level or worse (the bundled model 1.0.0 gets 1.0).
+    // here as chance level or worse.
     assert!(report.accuracy.unwrap() >= 0.75, "{report}");
 
     // A gateway with units and sensors dropped: the server sees only what was sent.
