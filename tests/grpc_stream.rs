@@ -461,27 +461,15 @@ async fn a_hello_naming_an_unknown_modality_is_refused_on_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_does_not_read_skips_ahead_and_the_skips_are_counted() {
     let server = start(|a| a.feed_capacity = 64).await;
-    let mut watch = server
-        .predictions()
-        .await
-        .watch(proto::WatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = server.watch_all().await;
     // 20 000 predictions (several MB) while the watcher reads nothing: HTTP/2 flow control stops the
     // stream, the broadcast buffer moves on without it.
     let base = next_second(Duration::ZERO);
     for i in 0..20_000i64 {
-        server.core.store.insert(crossl_serve::store::Prediction {
-            device_id: format!("w-{}", i % 100),
-            window_end_unix_nanos: base + (i / 100) * SECOND,
-            label: "sitting".into(),
-            class_index: 0,
-            probabilities: vec![0.05; 19],
-            embedding: vec![0.25; 32],
-            present_modalities: vec!["torso_acc".into(); 15],
-            timings: Default::default(),
-        });
+        server.core.store.insert(flood_prediction(
+            format!("w-{}", i % 100),
+            base + (i / 100) * SECOND,
+        ));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The watcher then reads on: it gets fewer than were published, and the rest are counted as skipped.

@@ -5,7 +5,6 @@ mod streaming;
 
 use std::time::Duration;
 
-use crossl_serve::proto;
 use futures::StreamExt;
 use streaming::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -15,13 +14,7 @@ async fn open_streams_and_sockets_end_cleanly_on_shutdown() {
     let server = start(|_| {}).await;
     let (tx, mut stream) = server.open_stream(8).await;
     tx.send(hello_request("bye-dev", &[])).await.unwrap();
-    let mut watch = server
-        .predictions()
-        .await
-        .watch(proto::WatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = server.watch_all().await;
     let mut device = ws_connect(&server.ws_url("/v1/ws/devices/bye-ws"), None)
         .await
         .unwrap();

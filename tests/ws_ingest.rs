@@ -6,7 +6,6 @@ mod streaming;
 
 use std::time::Duration;
 
-use crossl_serve::store::{Prediction, Timings};
 use futures::{SinkExt, StreamExt};
 use streaming::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -239,19 +238,6 @@ async fn oversized_frames_close_with_1009_and_bad_device_ids_with_1008() {
     assert_eq!(close.code, CloseCode::Policy);
 }
 
-fn flood_prediction(device: usize, end: i64) -> Prediction {
-    Prediction {
-        device_id: format!("flood-{device}"),
-        window_end_unix_nanos: end,
-        label: "sitting".into(),
-        class_index: 0,
-        probabilities: vec![0.05; 19],
-        embedding: vec![0.25; 32],
-        present_modalities: vec!["torso_acc".into(); 15],
-        timings: Timings::default(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_feed_filters_devices_and_a_slow_reader_skips_without_blocking_ingest() {
     let server = start(|a| a.feed_capacity = 64).await;
@@ -275,10 +261,10 @@ async fn the_dashboard_feed_filters_devices_and_a_slow_reader_skips_without_bloc
     // 20 000 predictions (~25 MB of frames) arrive while the stalled dashboard reads nothing.
     let base = next_second(Duration::ZERO);
     for i in 0..20_000 {
-        server
-            .core
-            .store
-            .insert(flood_prediction(i % 500, base + (i / 500) as i64 * SECOND));
+        server.core.store.insert(flood_prediction(
+            format!("flood-{}", i % 500),
+            base + (i / 500) as i64 * SECOND,
+        ));
     }
     // Ingest is not held up: devices stream and get their predictions while the dashboard is stalled.
     let t0 = next_second(Duration::ZERO);

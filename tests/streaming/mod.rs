@@ -114,6 +114,16 @@ impl TestServer {
         PredictionsClient::new(self.channel().await)
     }
 
+    /// `Predictions.Watch` over every device.
+    pub async fn watch_all(&self) -> tonic::Streaming<proto::Prediction> {
+        self.predictions()
+            .await
+            .watch(proto::WatchRequest::default())
+            .await
+            .expect("Predictions.Watch opens")
+            .into_inner()
+    }
+
     /// Prometheus text from the metrics listener.
     pub async fn metrics_text(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.metrics))
@@ -157,6 +167,23 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// Next whole second (unix ns) at least `ahead` from now: a device clock origin on the hop grid.
+/// A made-up prediction of the bundled model's shape, for filling the store and the feeds directly.
+pub fn flood_prediction(
+    device_id: String,
+    window_end_unix_nanos: i64,
+) -> crossl_serve::store::Prediction {
+    crossl_serve::store::Prediction {
+        device_id,
+        window_end_unix_nanos,
+        label: "sitting".into(),
+        class_index: 0,
+        probabilities: vec![0.05; 19],
+        embedding: vec![0.25; 32],
+        present_modalities: vec!["torso_acc".into(); 15],
+        timings: Default::default(),
+    }
+}
+
 pub fn next_second(ahead: Duration) -> i64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
