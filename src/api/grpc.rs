@@ -254,6 +254,11 @@ fn prediction_to_proto(p: &Prediction) -> proto::Prediction {
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// How a long-lived stream ends when the service stops under it.
+fn shutting_down() -> Status {
+    Error::Unavailable("the service is shutting down".into()).into()
+}
+
 fn not_ready() -> Status {
     Error::Unavailable("the service is not ready (starting or shutting down)".into()).into()
 }
@@ -313,13 +318,18 @@ impl Ingest for IngestService {
                     },
                     () = &mut linger_until, if !input_open => break,
                     () = &mut stopped => {
-                        yield Err(Error::Unavailable("the service is shutting down".into()).into());
+                        yield Err(shutting_down());
                         break;
                     }
                     prediction = predictions.recv() => match prediction {
                         Some(p) => yield Ok(proto::StreamResponse {
                             kind: Some(ResponseKind::Prediction(prediction_to_proto(&p))),
                         }),
+                        // Closed by the shutdown before `stopped` was seen here: still say why.
+                        None if feed::has_stopped_serving(&core) => {
+                            yield Err(shutting_down());
+                            break;
+                        }
                         None => break,
                     },
                 }
@@ -503,12 +513,16 @@ impl Predictions for PredictionsService {
                 tokio::select! {
                     biased;
                     () = &mut stopped => {
-                        yield Err(Error::Unavailable("the service is shutting down".into()).into());
+                        yield Err(shutting_down());
                         break;
                     }
                     event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
                         FeedEvent::Prediction(p) if filter.matches(&p.device_id) => yield Ok(prediction_to_proto(&p)),
                         FeedEvent::Prediction(_) | FeedEvent::Skipped(_) => {}
+                        FeedEvent::Closed if feed::has_stopped_serving(&core) => {
+                            yield Err(shutting_down());
+                            break;
+                        }
                         FeedEvent::Closed => break,
                     },
                 }

@@ -98,6 +98,11 @@ struct WelcomeModality<'a> {
     sample_rate_hz: f64,
 }
 
+/// The close frame of a socket whose service is stopping (1001 going away).
+fn shutting_down() -> Message {
+    close(close_code::AWAY, "the service is shutting down")
+}
+
 fn close(code: u16, reason: &str) -> Message {
     // Close reasons are limited to 123 bytes.
     let mut reason = reason.to_string();
@@ -426,14 +431,18 @@ async fn write_device_socket(
         let message = tokio::select! {
             biased;
             // First: on shutdown the reader stops too, and the client must still learn why (1001).
-            () = &mut stopped => close(close_code::AWAY, "the service is shutting down"),
+            () = &mut stopped => shutting_down(),
             reply = replies.recv() => match reply {
                 Some(message) => message,
+                // The reader also ends on shutdown, and may see it first: the client must still get 1001.
+                None if feed::has_stopped_serving(&core) => {
+                    shutting_down()
+                }
                 None => break,
             },
             prediction = predictions.recv() => match prediction {
                 Some(p) => ServerFrame::Prediction(&p).message(),
-                None => close(close_code::AWAY, "the service is shutting down"),
+                None => shutting_down(),
             },
         };
         let closing = matches!(message, Message::Close(_));
@@ -493,12 +502,12 @@ async fn run_predictions_socket(core: Core, filter: DeviceFilter, socket: WebSoc
         let message = tokio::select! {
             biased;
             () = &mut client_gone => return,
-            () = &mut stopped => close(close_code::AWAY, "the service is shutting down"),
+            () = &mut stopped => shutting_down(),
             event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
                 FeedEvent::Prediction(p) if filter.matches(&p.device_id) => ServerFrame::Prediction(&p).message(),
                 FeedEvent::Prediction(_) => continue,
                 FeedEvent::Skipped(count) => ServerFrame::Skipped { count }.message(),
-                FeedEvent::Closed => close(close_code::AWAY, "the service is shutting down"),
+                FeedEvent::Closed => shutting_down(),
             },
         };
         let closing = matches!(message, Message::Close(_));
