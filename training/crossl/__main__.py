@@ -45,6 +45,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-steps", type=int, default=ClassifierConfig.probe_steps, help="optimiser steps of a frozen probe")
     p.add_argument("--clf-lr", type=float, default=ClassifierConfig.lr)
     p.add_argument("--no-modality-dropout", action="store_true", help="train classifiers with every modality present")
+    p.add_argument("--dropout-pattern", choices=["product", "mixed"], default=ClassifierConfig.dropout_pattern, help="modality dropout: units x sensor types, or a mix of units only / sensor types only / both")
     p.add_argument("--rotate-deg", type=float, default=Augment.max_rotation_deg, help="augmentation: max random rotation per unit, degrees (0 = off)")
     p.add_argument("--scale-sd", type=float, default=Augment.scale_sd, help="augmentation: sd of the random gain per modality (0 = off)")
     p.add_argument("--no-centre-mag", action="store_true", help="keep magnetometer per-window means (default: removed inside the model)")
@@ -73,6 +74,7 @@ def _configs(a: argparse.Namespace) -> tuple[PretrainConfig, ClassifierConfig, t
         lr=a.clf_lr,
         l2=a.l2,
         modality_dropout=not a.no_modality_dropout,
+        dropout_pattern=a.dropout_pattern,
         augment=augment,
     )
     return pre, clf, SMALL_WIDTHS if a.widths == "small" else OFFICIAL_WIDTHS

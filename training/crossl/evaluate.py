@@ -131,7 +131,9 @@ def run_fold(
     # A checkpoint is reused only when everything that shaped it is the same (else it is silently stale).
     key = {"pretrain": asdict(pre_cfg), "model": pretrained.config, "hop": hop, "subjects": train_subjects, "seed": fold_seed}
     saved = torch.load(ckpt) if ckpt.exists() else {}
-    if saved.get("key") == key and len(saved["history"]) == pre_cfg.epochs:
+    if not any(METHODS[m][0] for m in methods):
+        history = []  # only baselines from fresh weights: nothing to pre-train
+    elif saved.get("key") == key and len(saved["history"]) == pre_cfg.epochs:
         pretrained.load_state_dict(saved["state"])
         history = saved["history"]
         print(f"[{test_subject}] reusing {ckpt}", flush=True)

@@ -54,6 +54,7 @@ class ClassifierConfig:
     l2: float = 1e-4
     modality_dropout: bool = True
     p_all_present: float = 0.3
+    dropout_pattern: str = "product"
     augment: Augment | None = None
 
     def batch(self, n: int) -> int:
@@ -111,14 +112,27 @@ class ModalityGroups:
     sensor_of: list[int]
     _tensors: dict = field(default_factory=dict, repr=False)
 
-    def dropout_masks(self, batch: int, p_all_present: float, generator: torch.Generator) -> torch.Tensor:
+    def dropout_masks(
+        self, batch: int, p_all_present: float, generator: torch.Generator, pattern: str = "product"
+    ) -> torch.Tensor:
         """Per sample: all present with probability p_all_present, else a random non-empty subset of units
         times a random non-empty subset of sensor types (each kept w.p. 0.5) -- the shapes of missing data
-        a deployment meets (a device off, a sensor type disabled). Never empty."""
+        a deployment meets (a device off, a sensor type disabled). Never empty.
+
+        pattern "mixed": the dropped samples are split in three equal parts -- units only (every sensor type
+        of the kept units), sensor types only (every unit), and the product above. With "product" alone a
+        window with all five units but no magnetometers is rare (1 in 32 unit draws keeps all five), and
+        that is exactly what a deployment without magnetometers sends."""
         unit_of = torch.tensor(self.unit_of)
         sensor_of = torch.tensor(self.sensor_of)
         units = _nonempty_bernoulli(batch, int(unit_of.max()) + 1, 0.5, generator)
         sensors = _nonempty_bernoulli(batch, int(sensor_of.max()) + 1, 0.5, generator)
+        if pattern == "mixed":
+            part = torch.randint(3, (batch,), generator=generator)
+            units[part == 1] = 1.0  # sensor types only
+            sensors[part == 0] = 1.0  # units only
+        elif pattern != "product":
+            raise ValueError(f"unknown dropout pattern {pattern!r} (product or mixed)")
         keep = units[:, unit_of] * sensors[:, sensor_of]
         all_present = torch.rand(batch, generator=generator) < p_all_present
         keep[all_present] = 1.0
@@ -241,7 +255,7 @@ def train_classifier(
         idx = np.sort(order[pos : pos + bs].numpy())
         pos += bs
         b = len(idx)
-        keep = groups.dropout_masks(b, cfg.p_all_present, gen) if cfg.modality_dropout else torch.ones(b, m)
+        keep = groups.dropout_masks(b, cfg.p_all_present, gen, cfg.dropout_pattern) if cfg.modality_dropout else torch.ones(b, m)
         keep = keep.to(dev)
         if frozen:
             model.eval()  # frozen parts stay in eval mode; only the head's dropout is active
