@@ -130,8 +130,9 @@ def run_fold(
     ckpt = run_dir / f"pretrain_{test_subject}.pt"
     # A checkpoint is reused only when everything that shaped it is the same (else it is silently stale).
     key = {"pretrain": asdict(pre_cfg), "model": pretrained.config, "hop": hop, "subjects": train_subjects, "seed": fold_seed}
-    saved = torch.load(ckpt) if ckpt.exists() else {}
-    if not any(METHODS[m][0] for m in methods):
+    needs_pretraining = any(METHODS[m][0] for m in methods)
+    saved = torch.load(ckpt) if needs_pretraining and ckpt.exists() else {}
+    if not needs_pretraining:
         history = []  # only baselines from fresh weights: nothing to pre-train
     elif saved.get("key") == key and len(saved["history"]) == pre_cfg.epochs:
         pretrained.load_state_dict(saved["state"])

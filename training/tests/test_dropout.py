@@ -16,8 +16,8 @@ def _masks(pattern: str) -> torch.Tensor:
 def _shapes(keep: torch.Tensor) -> dict[str, float]:
     """Fractions of samples with: every modality; all five units but a whole sensor type off; all three
     sensor types but a whole unit off."""
-    units = torch.tensor([data.UNITS.index(data.modality_unit(m)) for m in data.MODALITIES])
-    sensors = torch.tensor([data.SENSORS.index(data.modality_sensor(m)) for m in data.MODALITIES])
+    groups = modality_groups()
+    units, sensors = torch.tensor(groups.unit_of), torch.tensor(groups.sensor_of)
     unit_any = torch.stack([keep[:, units == u].amax(1) for u in range(len(data.UNITS))], 1)
     sensor_any = torch.stack([keep[:, sensors == s].amax(1) for s in range(len(data.SENSORS))], 1)
     full = keep.amin(1) == 1
