@@ -54,7 +54,7 @@ class ClassifierConfig:
     l2: float = 1e-4
     modality_dropout: bool = True
     p_all_present: float = 0.3
-    dropout_pattern: str = "product"
+    dropout_pattern: str = "mixed"
     augment: Augment | None = None
 
     def batch(self, n: int) -> int:
@@ -113,16 +113,17 @@ class ModalityGroups:
     _tensors: dict = field(default_factory=dict, repr=False)
 
     def dropout_masks(
-        self, batch: int, p_all_present: float, generator: torch.Generator, pattern: str = "product"
+        self, batch: int, p_all_present: float, generator: torch.Generator, pattern: str = "mixed"
     ) -> torch.Tensor:
-        """Per sample: all present with probability p_all_present, else a random non-empty subset of units
-        times a random non-empty subset of sensor types (each kept w.p. 0.5) -- the shapes of missing data
-        a deployment meets (a device off, a sensor type disabled). Never empty.
+        """Per sample: all present with probability p_all_present, else the shapes of missing data a
+        deployment meets (a device off, a sensor type disabled). Never empty.
 
-        pattern "mixed": the dropped samples are split in three equal parts -- units only (every sensor type
-        of the kept units), sensor types only (every unit), and the product above. With "product" alone a
-        window with all five units but no magnetometers is rare (1 in 32 unit draws keeps all five), and
-        that is exactly what a deployment without magnetometers sends."""
+        pattern "product" (models up to 2.0.0): a random non-empty subset of units times a random non-empty
+        subset of sensor types (each kept w.p. 0.5). pattern "mixed" (the default since 2.1.0): the dropped
+        samples are split in three equal parts -- units only (every sensor type of the kept units), sensor
+        types only (every unit), and the product. With "product" alone a window with all five units but no
+        magnetometers is rare (1 in 32 unit draws keeps all five), and that is exactly what a deployment
+        without magnetometers sends."""
         unit_of = torch.tensor(self.unit_of)
         sensor_of = torch.tensor(self.sensor_of)
         units = _nonempty_bernoulli(batch, int(unit_of.max()) + 1, 0.5, generator)

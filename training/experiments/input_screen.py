@@ -57,7 +57,7 @@ for epoch in range(a.epochs):
     for i in range(0, len(order) - a.batch + 1, a.batch):
         idx = np.sort(order[i : i + a.batch].numpy())
         x = augment(torch.from_numpy(x_tr[idx]), gen)
-        logits, _ = model(x, groups.dropout_masks(len(idx), 0.3, gen))
+        logits, _ = model(x, groups.dropout_masks(len(idx), 0.3, gen, "product"))
         loss = F.cross_entropy(logits, torch.from_numpy(y_tr[idx])) + 1e-4 * model.conv_l2()
         opt.zero_grad()
         loss.backward()
