@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", default="crossl-dsads")
     p.add_argument("--version", required=True)
     p.add_argument("--metrics", type=Path, help="JSON of summary metrics (e.g. from `report`) for the manifest")
+    p.add_argument("--no-mag-expert", action="store_true", help="also train a head with the magnetometers always absent and route to it when no magnetometer is present")
 
     a = parser.parse_args(argv)
     if hasattr(a, "threads"):
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         pre, clf, widths = _configs(a)
         release(
             a.data, a.subjects, a.out, a.name, a.version, a.method, pre, clf, widths, a.head_hidden,
-            a.hop, a.seed, a.cache_dir, a.run_dir, a.metrics, command, not a.no_centre_mag,
+            a.hop, a.seed, a.cache_dir, a.run_dir, a.metrics, command, not a.no_centre_mag, a.no_mag_expert,
         )  # fmt: skip
 
 

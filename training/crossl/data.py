@@ -173,6 +173,11 @@ class DSADS:
 CENTRED_SENSORS = ("mag",)
 
 
+def modalities_of_sensor(sensor: str) -> list[int]:
+    """Indices (manifest order) of every modality of one sensor type."""
+    return [i for i, m in enumerate(MODALITIES) if modality_sensor(m) == sensor]
+
+
 def centred_channels(centre_mag: bool = True) -> np.ndarray:
     """float32 [45]: 1 for channels whose per-window mean the model removes before anything else.
 

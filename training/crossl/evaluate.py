@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,16 @@ METHODS = {
     "crossl_finetune": (True, False),
     "supervised": (False, False),
     "random_probe": (False, True),
+    # crossl_finetune plus a no-magnetometer expert (fine-tuned with the magnetometers always absent) that
+    # answers whenever no magnetometer is present: what `release --no-mag-expert` ships.
+    "crossl_routed": (True, False),
 }
 METHOD_LABELS = {
     "crossl_probe": "CroSSL frozen probe",
     "crossl_finetune": "CroSSL fine-tune",
     "supervised": "Supervised from scratch",
     "random_probe": "Random-init frozen probe",
+    "crossl_routed": "CroSSL fine-tune + no-mag expert",
 }
 
 
@@ -46,6 +50,7 @@ def modality_groups() -> ModalityGroups:
     return ModalityGroups(
         unit_of=[data.UNITS.index(data.modality_unit(m)) for m in data.MODALITIES],
         sensor_of=[data.SENSORS.index(data.modality_sensor(m)) for m in data.MODALITIES],
+        sensor_names=list(data.SENSORS),
     )
 
 
@@ -73,11 +78,18 @@ def units_in(scenario: str) -> int | None:
     return scenario.count("+") + 1
 
 
-def score(model: CroSSL, e_test: torch.Tensor, y_test: np.ndarray) -> tuple[dict, list]:
+def score(
+    model: CroSSL, e_test: torch.Tensor, y_test: np.ndarray, expert: CroSSL | None = None, e_expert: torch.Tensor | None = None
+) -> tuple[dict, list]:
+    """Macro-F1 and accuracy per scenario. With an expert: scenarios without any magnetometer are answered
+    by the expert, as RoutedCroSSL does (the route depends only on the presence mask)."""
     out = {}
     confusion = None
+    mag = data.modalities_of_sensor("mag")
     for name, keep in scenarios().items():
-        pred = logits_from_embeddings(model, e_test, torch.from_numpy(keep)[None]).argmax(-1).numpy()
+        use_expert = expert is not None and keep[mag].sum() == 0
+        m, e = (expert, e_expert) if use_expert else (model, e_test)
+        pred = logits_from_embeddings(m, e, torch.from_numpy(keep)[None]).argmax(-1).numpy()
         out[name] = {
             "macro_f1": float(f1_score(y_test, pred, average="macro", labels=np.arange(len(data.CLASSES)))),
             "accuracy": float(accuracy_score(y_test, pred)),
@@ -157,7 +169,16 @@ def run_fold(
             info = train_classifier(
                 model, x_tr[idx], y_tr[idx], clf_cfg, groups, fold_seed + 11, frozen, desc=f"{test_subject} {method} {frac:g}"
             )
-            scores, confusion = score(model, encode_all(model, x_te), y_te)
+            expert = None
+            if method == "crossl_routed":
+                expert = fresh_copy(pretrained)
+                expert_info = train_classifier(
+                    expert, x_tr[idx], y_tr[idx], replace(clf_cfg, absent_sensors=("mag",)), groups, fold_seed + 13,
+                    False, desc=f"{test_subject} no-mag expert {frac:g}",
+                )  # fmt: skip
+                info = {**info, "seconds": info["seconds"] + expert_info["seconds"], "expert_steps": expert_info["steps"]}
+            e_expert = encode_all(expert, x_te) if expert is not None else None
+            scores, confusion = score(model, encode_all(model, x_te), y_te, expert, e_expert)
             key = f"{frac:g}"
             results[method][key] = scores
             confusions[method][key] = confusion

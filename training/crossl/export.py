@@ -117,10 +117,17 @@ def manifest(
         "inputs": {"present": "present"},
         "outputs": {n: n for n in OUTPUT_NAMES},
         "embedding_size": model.config["embedding_size"],
-        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()},
+        "architecture": _architecture(model.config),
         "training": training,
         "metrics": metrics,
     }
+
+
+def _architecture(config: dict) -> dict:
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    if "expert_when_absent" in arch:  # indices -> names, for readers of the manifest
+        arch["expert_when_absent"] = [data.MODALITIES[i] for i in arch["expert_when_absent"]]
+    return arch
 
 
 def golden_case_specs() -> list[tuple[int, str, int, str, list[str]]]:

@@ -155,6 +155,36 @@ class CroSSL(nn.Module):
         return sum(w.pow(2).sum() for w in self.encoders.conv_weights())
 
 
+class RoutedCroSSL(nn.Module):
+    """Two CroSSL models fine-tuned from the same pre-training: `general` (trained with modality dropout)
+    answers whenever any of the `route` modalities is present; `expert` (trained with those modalities
+    always absent) answers when all of them are absent. Both respect the presence mask, so an absent
+    modality's input still cannot reach the outputs. Why: one small model trained on every dropout shape
+    scored far below a dedicated model without magnetometers on some subjects (docs/training.md)."""
+
+    def __init__(self, general: CroSSL, expert: CroSSL, route: list[int]):
+        super().__init__()
+        self.general, self.expert = general, expert
+        self.config = {**general.config, "expert_when_absent": list(route)}
+        self.register_buffer("route", torch.zeros(general.config["n_modalities"]))
+        self.route[route] = 1.0
+
+    def forward(self, x: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        use_expert = ((present > 0.5).float() * self.route).sum(dim=1, keepdim=True) == 0
+        g_logits, g_z = self.general(x, present)
+        e_logits, e_z = self.expert(x, present)
+        return torch.where(use_expert, e_logits, g_logits), torch.where(use_expert, e_z, g_z)
+
+
+def build_from_config(config: dict) -> nn.Module:
+    """An untrained model of a checkpoint's config (weights and normalisation buffers come from its state)."""
+    cfg = dict(config)
+    route = cfg.pop("expert_when_absent", None)
+    if route is None:
+        return CroSSL(**cfg)
+    return RoutedCroSSL(CroSSL(**cfg), CroSSL(**cfg), route)
+
+
 def latent_masks(batch: int, n_modalities: int, coverage: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Keep each modality's embedding with probability `coverage`, per sample; always keep at least one."""
     keep = (torch.rand(batch, n_modalities, generator=generator) < coverage).float()

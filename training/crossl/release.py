@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,8 @@ import torch
 
 from . import data, export
 from .evaluate import build_model, modality_groups
-from .model import CroSSL
-from .train import ClassifierConfig, PretrainConfig, pretrain, seed_everything, train_classifier
+from .model import CroSSL, RoutedCroSSL, build_from_config
+from .train import ClassifierConfig, PretrainConfig, fresh_copy, pretrain, seed_everything, train_classifier
 
 
 def save_checkpoint(model: CroSSL, path: Path, **extra) -> None:
@@ -22,10 +22,9 @@ def save_checkpoint(model: CroSSL, path: Path, **extra) -> None:
     torch.save({"state": model.state_dict(), "config": model.config, **extra}, path)
 
 
-def load_checkpoint(path: Path) -> tuple[CroSSL, dict]:
+def load_checkpoint(path: Path) -> tuple[CroSSL | RoutedCroSSL, dict]:
     saved = torch.load(path, map_location="cpu")
-    cfg = dict(saved["config"])
-    model = CroSSL(**cfg)
+    model = build_from_config(saved["config"])
     model.load_state_dict(saved["state"])
     return model.eval(), saved
 
@@ -81,6 +80,7 @@ def release(
     metrics_file: Path | None,
     command: str,
     centre_mag: bool = True,
+    no_mag_expert: bool = False,
 ) -> None:
     t0 = time.perf_counter()
     ds = data.DSADS.load(root, subjects, cache_dir)
@@ -95,7 +95,16 @@ def release(
         history = pretrain(model, windows, pre_cfg, seed, run_dir / "release_pretrain.pt", desc="release pretrain")
         del windows
     t1 = time.perf_counter()
+    pretrained = fresh_copy(model) if no_mag_expert else None
     info = train_classifier(model, x, y, clf_cfg, modality_groups(), seed + 11, frozen=(method == "probe"), desc="release head")
+    expert_info: dict = {}
+    if pretrained is not None:
+        expert_cfg = replace(clf_cfg, absent_sensors=("mag",))
+        expert_info = train_classifier(
+            pretrained, x, y, expert_cfg, modality_groups(), seed + 13, frozen=(method == "probe"), desc="release no-mag expert"
+        )
+        expert_info["classifier"] = asdict(expert_cfg)
+        model = RoutedCroSSL(model, pretrained, data.modalities_of_sensor("mag"))
     metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
     training = {
         "dataset": "DSADS (UCI ML Repository 256), raw layout",
@@ -105,9 +114,13 @@ def release(
         "command": command,
         "pretrain": {**asdict(pre_cfg), "hop_samples": hop, "epochs_run": len(history)},
         "classifier": asdict(clf_cfg),
+        "no_mag_expert": (
+            {"classifier": expert_info["classifier"], "used_when_absent": [data.MODALITIES[i] for i in data.modalities_of_sensor("mag")]}
+            if expert_info else None
+        ),
         "seed": seed,
         "pretrain_seconds": round(t1 - t0, 1),
-        "classifier_seconds": round(info["seconds"], 1),
+        "classifier_seconds": round(info["seconds"] + expert_info.get("seconds", 0.0), 1),
         "total_seconds": round(time.perf_counter() - t0, 1),
         "machine": f"{platform.machine()} CPU, torch threads={torch.get_num_threads()}, torch {torch.__version__}",
         "normalisation": "per-channel mean/std of the training subjects, inside the graph"

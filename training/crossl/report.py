@@ -227,8 +227,10 @@ def plots(summary: dict, folds: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
-def manifest_metrics(summary: dict, shipped: str = "crossl_finetune") -> dict:
+def manifest_metrics(summary: dict, shipped: str | None = None) -> dict:
     """The summary metrics `model.json` carries (`python -m crossl export|release --metrics FILE`)."""
+    if shipped is None:  # what `release` ships: with --no-mag-expert, crossl_routed
+        shipped = "crossl_routed" if "crossl_routed" in summary["quality_bar"] else "crossl_finetune"
     full = summary["label_fractions"][-1]
     q = summary["quality_bar"][shipped]
     return {

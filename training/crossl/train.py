@@ -55,6 +55,8 @@ class ClassifierConfig:
     modality_dropout: bool = True
     p_all_present: float = 0.3
     dropout_pattern: str = "mixed"
+    # Sensor types masked in every training window (after dropout): how the no-magnetometer expert is trained.
+    absent_sensors: tuple[str, ...] = ()
     augment: Augment | None = None
 
     def batch(self, n: int) -> int:
@@ -110,7 +112,16 @@ class ModalityGroups:
 
     unit_of: list[int]
     sensor_of: list[int]
+    sensor_names: list[str] = field(default_factory=list)
     _tensors: dict = field(default_factory=dict, repr=False)
+
+    def without_sensors(self, keep: torch.Tensor, sensors: tuple[str, ...]) -> torch.Tensor:
+        """keep with every modality of the named sensor types masked; a window left with nothing gets every
+        other modality (so training never sees an empty window nor one of the named sensors)."""
+        gone = torch.tensor([self.sensor_names[s] in sensors for s in self.sensor_of])
+        out = keep * (~gone).float()
+        out[out.sum(dim=1) == 0] = (~gone).float()
+        return out
 
     def dropout_masks(
         self, batch: int, p_all_present: float, generator: torch.Generator, pattern: str = "mixed"
@@ -257,6 +268,8 @@ def train_classifier(
         pos += bs
         b = len(idx)
         keep = groups.dropout_masks(b, cfg.p_all_present, gen, cfg.dropout_pattern) if cfg.modality_dropout else torch.ones(b, m)
+        if cfg.absent_sensors:
+            keep = groups.without_sensors(keep, cfg.absent_sensors)
         keep = keep.to(dev)
         if frozen:
             model.eval()  # frozen parts stay in eval mode; only the head's dropout is active
