@@ -130,7 +130,8 @@ def load_subject(root: Path, subject: str, cache_dir: Path | None = None) -> np.
             out[a, s] = read_segment(segment_path(root, a, subject, s))
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npy")
+        # one temporary file per process: two LOSO runs started together both fill the cache
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, out)
         tmp.replace(cached)
     return out

@@ -98,13 +98,14 @@ def release(
     pretrained = fresh_copy(model) if no_mag_expert else None
     info = train_classifier(model, x, y, clf_cfg, modality_groups(), seed + 11, frozen=(method == "probe"), desc="release head")
     expert_info: dict = {}
+    mag = data.modalities_of_sensor("mag")
     if pretrained is not None:
         expert_cfg = replace(clf_cfg, absent_sensors=("mag",))
         expert_info = train_classifier(
             pretrained, x, y, expert_cfg, modality_groups(), seed + 13, frozen=(method == "probe"), desc="release no-mag expert"
         )
         expert_info["classifier"] = asdict(expert_cfg)
-        model = RoutedCroSSL(model, pretrained, data.modalities_of_sensor("mag"))
+        model = RoutedCroSSL(model, pretrained, mag)
     metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
     training = {
         "dataset": "DSADS (UCI ML Repository 256), raw layout",
@@ -115,7 +116,7 @@ def release(
         "pretrain": {**asdict(pre_cfg), "hop_samples": hop, "epochs_run": len(history)},
         "classifier": asdict(clf_cfg),
         "no_mag_expert": (
-            {"classifier": expert_info["classifier"], "used_when_absent": [data.MODALITIES[i] for i in data.modalities_of_sensor("mag")]}
+            {"classifier": expert_info["classifier"], "used_when_absent": [data.MODALITIES[i] for i in mag]}
             if expert_info else None
         ),
         "seed": seed,

@@ -10,11 +10,10 @@ magnetometers, mean over the 10 unit pairs, accelerometers only. One thread; ~45
 2-core machine. The package's own LOSO (`python -m crossl evaluate`) is the evaluation of record.
 """
 
-import argparse
 import math
 import time
-from pathlib import Path
 
+import _fold
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,9 +23,7 @@ from crossl.evaluate import build_model, modality_groups, score
 from crossl.model import OFFICIAL_WIDTHS, SMALL_WIDTHS
 from crossl.train import Augment, encode_all
 
-ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-ap.add_argument("--data", type=Path, default=data.DEFAULT_DATA_DIR)
-ap.add_argument("--fold", default="p1", help="held-out subject")
+ap = _fold.parser(__doc__, "p1")
 ap.add_argument("--epochs", type=int, default=12)
 ap.add_argument("--rotate-deg", type=float, default=0.0)
 ap.add_argument("--scale-sd", type=float, default=0.0)
@@ -39,10 +36,7 @@ a = ap.parse_args()
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
-subjects = ["p1", "p2", "p3", "p4", "p5", "p6"]
-ds = data.DSADS.load(a.data, subjects, Path("~/.cache/crossl/arrays").expanduser())
-x_tr, y_tr = ds.segments([s for s in subjects if s != a.fold])
-x_te, y_te = ds.segments([a.fold])
+x_tr, y_tr, x_te, y_te = _fold.load(a.data, a.fold)
 mean, std = data.input_stats(x_tr, a.centre_mag)
 model = build_model(mean, std, SMALL_WIDTHS if a.widths == "small" else OFFICIAL_WIDTHS, 64, a.centre_mag)
 groups = modality_groups()

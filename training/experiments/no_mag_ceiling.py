@@ -13,69 +13,49 @@ If the specialist is no better, the recipe is not what limits the no-mag score o
         --checkpoint training/runs/loso-mixed/loso/checkpoints/pretrain_p4.pt
 """
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
+import _fold
 import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from crossl import data
 from crossl.evaluate import modality_groups, scenarios, score
-from crossl.model import CroSSL
+from crossl.release import load_checkpoint
 from crossl.train import Augment, ClassifierConfig, encode_all, fresh_copy, logits_from_embeddings, seed_everything, train_classifier
 
 
-class FixedMask:
-    """Stands in for ModalityGroups in train_classifier: every training window sees the same modalities."""
-
-    def __init__(self, keep: np.ndarray):
-        self.keep = torch.from_numpy(keep)
-
-    def dropout_masks(self, batch: int, p_all_present: float, generator: torch.Generator, pattern: str = "") -> torch.Tensor:
-        return self.keep.expand(batch, -1).clone()
-
-
 class MagOff:
-    """The shipped dropout, then the magnetometers masked in a random `share` of the windows (never all)."""
+    """The shipped dropout, then the magnetometers masked in a random `share` of the windows."""
 
     def __init__(self, groups, share: float):
         self.groups, self.share = groups, share
-        self.mag = torch.tensor([data.modality_sensor(m) == "mag" for m in data.MODALITIES])
 
     def dropout_masks(self, batch: int, p_all_present: float, generator: torch.Generator, pattern: str = "mixed") -> torch.Tensor:
         keep = self.groups.dropout_masks(batch, p_all_present, generator, pattern)
         off = torch.rand(batch, generator=generator) < self.share
-        dropped = keep.clone()
-        dropped[off[:, None] & self.mag[None, :]] = 0.0
-        empty = dropped.sum(1) == 0  # a window that had only magnetometers gets every other modality
-        dropped[empty] = (~self.mag).float()
-        return dropped
+        keep[off] = self.groups.without_sensors(keep[off], ("mag",))
+        return keep
 
 
-ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-ap.add_argument("--data", type=Path, default=data.DEFAULT_DATA_DIR)
-ap.add_argument("--fold", default="p4")
+ap = _fold.parser(__doc__, "p4")
 ap.add_argument("--checkpoint", type=Path, required=True)
 ap.add_argument("--variants", default="shipped,specialist,magoff", help="comma-separated subset")
 a = ap.parse_args()
 torch.set_num_threads(1)
 
-subjects = ["p1", "p2", "p3", "p4", "p5", "p6"]
-ds = data.DSADS.load(a.data, subjects, Path("~/.cache/crossl/arrays").expanduser())
-x_tr, y_tr = ds.segments([s for s in subjects if s != a.fold])
-x_te, y_te = ds.segments([a.fold])
-saved = torch.load(a.checkpoint)
-pretrained = CroSSL(**saved["config"])
-pretrained.load_state_dict(saved["state"])
-fold_seed = 1000 * subjects.index(a.fold)  # as evaluate.run_fold with --seed 0
+x_tr, y_tr, x_te, y_te = _fold.load(a.data, a.fold)
+pretrained, _ = load_checkpoint(a.checkpoint)
+fold_seed = _fold.seed(a.fold)
 no_mag = scenarios()["no_mag"]
 cfg = ClassifierConfig(augment=Augment())  # the evaluate/release defaults
 labels = np.arange(len(data.CLASSES))
 variants = {
     "shipped": (cfg, modality_groups()),
-    "specialist": (replace(cfg, p_all_present=0.0), FixedMask(no_mag)),
+    # no modality dropout: every window is all ones, then the magnetometers masked = the no_mag scenario
+    "specialist": (replace(cfg, modality_dropout=False, absent_sensors=("mag",)), modality_groups()),
     "magoff": (cfg, MagOff(modality_groups(), 0.5)),
     "magoff_all": (cfg, MagOff(modality_groups(), 1.0)),
 }

@@ -5,33 +5,25 @@ pre-training checkpoint, with and without modality dropout, and score it like `e
         --checkpoint training/runs/loso/checkpoints/pretrain_p1.pt
 """
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
+import _fold
 import torch
 
 from crossl import data
 from crossl.evaluate import modality_groups, score
-from crossl.model import CroSSL
+from crossl.release import load_checkpoint
 from crossl.train import ClassifierConfig, encode_all, fresh_copy, seed_everything, train_classifier
 
-ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-ap.add_argument("--data", type=Path, default=data.DEFAULT_DATA_DIR)
-ap.add_argument("--fold", default="p1")
+ap = _fold.parser(__doc__, "p1")
 ap.add_argument("--checkpoint", type=Path, required=True)
 a = ap.parse_args()
 torch.set_num_threads(1)
 
-subjects = ["p1", "p2", "p3", "p4", "p5", "p6"]
-ds = data.DSADS.load(a.data, subjects, Path("~/.cache/crossl/arrays").expanduser())
-x_tr, y_tr = ds.segments([s for s in subjects if s != a.fold])
-x_te, y_te = ds.segments([a.fold])
-saved = torch.load(a.checkpoint)
-pretrained = CroSSL(**saved["config"])
-pretrained.load_state_dict(saved["state"])
-fold_seed = 1000 * subjects.index(a.fold)  # as evaluate.run_fold with --seed 0
+x_tr, y_tr, x_te, y_te = _fold.load(a.data, a.fold)
+pretrained, _ = load_checkpoint(a.checkpoint)
+fold_seed = _fold.seed(a.fold)
 variants = {
     "dropout (as evaluate)": ClassifierConfig(),
     "no modality dropout": ClassifierConfig(modality_dropout=False),

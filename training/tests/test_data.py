@@ -1,5 +1,7 @@
 import io
+import multiprocessing
 import tarfile
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -47,6 +49,15 @@ def test_data_dir_accepts_both_roots_and_explains_missing(dsads_dir, tmp_path):
     assert data.data_dir(d) == d
     with pytest.raises(FileNotFoundError, match="unpack"):
         data.data_dir(tmp_path)
+
+
+def test_two_processes_can_fill_the_cache_at_once(dsads_dir, tmp_path):
+    # two LOSO runs started together both parse p1 and write the same cache file
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        a, b = pool.map(data.load_subject, [dsads_dir] * 2, ["p1"] * 2, [tmp_path] * 2)
+    assert np.array_equal(a, b) and a.shape == (19, 60, 125, 45)
+    assert [p.name for p in tmp_path.iterdir()] == [data._cache_file(dsads_dir, "p1", tmp_path).name]
+    assert np.array_equal(data.load_subject(dsads_dir, "p1", tmp_path), a)
 
 
 def _tiny_recordings(n_subjects=2):
