@@ -112,6 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--out", type=Path, help="default: the results folder")
 
+    p = sub.add_parser("seeds", help="CroSSL fine-tune vs supervised over LOSO runs that differ only in --seed")
+    p.add_argument("--results", type=Path, nargs="+", required=True, help="one results folder per seed")
+    p.add_argument("--method", default="crossl_finetune")
+    p.add_argument("--baseline", default="supervised")
+    p.add_argument("--out", type=Path, help="markdown file (default: print)")
+
     p = sub.add_parser("export", help="write model.onnx, model.json, golden.json from a checkpoint")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, default=data.DEFAULT_DATA_DIR)
@@ -177,6 +183,14 @@ def main(argv: list[str] | None = None) -> None:
         from . import report
 
         report.write(a.results, a.out or a.results)
+    elif a.cmd == "seeds":
+        from . import report
+
+        table = report.seeds_markdown(a.results, a.method, a.baseline)
+        if a.out:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(table)
+        print(table)
     elif a.cmd == "export":
         import json
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import wilcoxon
 
 from . import data
 from .evaluate import METHOD_LABELS, units_in
@@ -262,3 +263,57 @@ def write(results_dir: Path, out_dir: Path, folds: list[str] | None = None) -> d
         print(f"wrote {p}")
     print(f"wrote {out_dir / 'summary.json'} and {out_dir / 'tables.md'}")
     return summary
+
+
+def seeds_markdown(results_dirs: list[Path], method: str = "crossl_finetune", baseline: str = "supervised") -> str:
+    """`method` against `baseline` (macro-F1, all modalities present) over several LOSO runs that differ only
+    in --seed: one results folder per seed. A seed changes the pre-training run, the labelled subset and the
+    classifier's initialisation, so the spread over seeds inside one fold is the noise a one-seed table hides."""
+    runs = [load_folds(d) for d in results_dirs]
+    seeds = [r[0].get("settings", {}).get("seed") for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"results folders must hold different seeds, got {seeds}")
+    folds = sorted(set.intersection(*({f["test_subject"] for f in r} for r in runs)))
+    fractions = sorted(
+        set.intersection(*(set(f["results"][m]) for r in runs for f in r for m in (method, baseline))), key=float
+    )
+    if not folds or not fractions:
+        raise ValueError(f"the results folders share no fold with both {method} and {baseline} at one label fraction")
+    # f1[seed index, fold index, 0 = method / 1 = baseline, fraction index]
+    f1 = np.array(
+        [
+            [[[by_fold[fold]["results"][m][fr]["all"]["macro_f1"] for fr in fractions] for m in (method, baseline)] for fold in folds]
+            for by_fold in ({f["test_subject"]: f for f in r} for r in runs)
+        ]
+    )
+    diff = f1[:, :, 0] - f1[:, :, 1]  # [seed, fold, fraction]
+    a, b = METHOD_LABELS.get(method, method), METHOD_LABELS.get(baseline, baseline)
+    n_s, n_f = len(seeds), len(folds)
+    lines = [
+        f"{a} vs {b}, macro-F1 with all modalities present; folds {', '.join(folds)}; seeds {', '.join(map(str, seeds))}.",
+        "",
+        f"| label fraction | {a} | {b} | difference, mean ± sd over folds of the {n_s}-seed mean | folds ahead ({n_s}-seed mean) "
+        f"| Wilcoxon p over folds (two-sided) | (fold, seed) runs ahead | sd over seeds within a fold, {a} / {b} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, fr in enumerate(fractions):
+        fold_diff = diff[:, :, k].mean(axis=0)
+        within = f1[:, :, :, k].std(axis=0, ddof=1).mean(axis=0) if n_s > 1 else None
+        p = wilcoxon(fold_diff).pvalue if n_f > 1 and np.any(fold_diff != 0) else float("nan")
+        lines.append(
+            f"| {float(fr) * 100:g} % | {_fmt(_ms(f1[:, :, 0, k].mean(axis=0)))} | {_fmt(_ms(f1[:, :, 1, k].mean(axis=0)))} "
+            f"| {fold_diff.mean():+.3f} ± {_ms(fold_diff)['sd']:.3f} | {int((fold_diff > 0).sum())}/{n_f} | {p:.2f} "
+            f"| {int((diff[:, :, k] > 0).sum())}/{n_s * n_f} "
+            + (f"| {within[0]:.3f} / {within[1]:.3f} |" if within is not None else "| – (one seed) |")
+        )
+    lines += ["", "| seed | " + " | ".join(f"{float(fr) * 100:g} %: difference (folds ahead)" for fr in fractions) + " |"]
+    lines.append("|---|" + "---|" * len(fractions))
+    for s, seed in enumerate(seeds):
+        cells = [f"{diff[s, :, k].mean():+.3f} ({int((diff[s, :, k] > 0).sum())}/{n_f})" for k in range(len(fractions))]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    lines += ["", "| fold | " + " | ".join(f"{float(fr) * 100:g} %: difference per seed" for fr in fractions) + " |"]
+    lines.append("|---|" + "---|" * len(fractions))
+    for j, fold in enumerate(folds):
+        cells = [" ".join(f"{d:+.3f}" for d in diff[:, j, k]) for k in range(len(fractions))]
+        lines.append(f"| {fold} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from crossl import report
+
+
+def _fold(tmp, seed, subject, f1):
+    """A results folder holding one fold JSON: f1[method][fraction] = macro-F1 with everything present."""
+    results = {m: {fr: {"all": {"macro_f1": v, "accuracy": v}} for fr, v in by_fr.items()} for m, by_fr in f1.items()}
+    d = tmp / f"seed{seed}"
+    d.mkdir(exist_ok=True)
+    (d / f"fold_{subject}.json").write_text(json.dumps({"test_subject": subject, "settings": {"seed": seed}, "results": results}))
+    return d
+
+
+def _row(table, first_cell):
+    return next(line for line in table.splitlines() if line.startswith(f"| {first_cell} |")).split(" | ")
+
+
+def test_seed_table_averages_seeds_inside_each_fold_before_comparing(tmp_path):
+    # fold p1: CroSSL ahead by 0.10 then behind by 0.02 (seed mean +0.04); fold p2: behind by 0.06 both times
+    runs = {
+        0: {"p1": (0.80, 0.70), "p2": (0.70, 0.76)},
+        1: {"p1": (0.78, 0.80), "p2": (0.64, 0.70)},
+    }
+    dirs = []
+    for seed, folds in runs.items():
+        for subject, (crossl, sup) in folds.items():
+            d = _fold(tmp_path, seed, subject, {"crossl_finetune": {"0.05": crossl, "1": 0.9}, "supervised": {"0.05": sup}})
+        dirs.append(d)
+    table = report.seeds_markdown(dirs)
+    row = _row(table, "5 %")
+    assert row[1] == "0.730 ± 0.085"  # CroSSL: fold means 0.79 and 0.67
+    assert row[2] == "0.740 ± 0.014"  # supervised: fold means 0.75 and 0.73
+    assert row[3] == "-0.010 ± 0.071"  # fold differences +0.04 and -0.06
+    assert row[4] == "1/2"  # folds where the seed mean favours CroSSL
+    assert row[6] == "1/4"  # single runs where CroSSL is ahead
+    assert row[7].startswith("0.028 / 0.057")  # sd over the two seeds, averaged over folds
+    assert "| 100 % |" not in table  # supervised was not run at 100 %: no row
+    assert _row(table, "0")[1] == "+0.020 (1/2) |" and _row(table, "1")[1] == "-0.040 (0/2) |"  # per seed
+    assert _row(table, "p1")[1] == "+0.100 -0.020 |"  # per fold, one difference per seed
+
+
+def test_seed_table_refuses_two_folders_of_one_seed(tmp_path):
+    a = _fold(tmp_path, 0, "p1", {"crossl_finetune": {"1": 0.9}, "supervised": {"1": 0.9}})
+    with pytest.raises(ValueError, match="different seeds"):
+        report.seeds_markdown([a, a])
