@@ -44,6 +44,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clf-max-passes", type=int, default=ClassifierConfig.max_passes, help="most labelled sample passes (end to end)")
     p.add_argument("--probe-steps", type=int, default=ClassifierConfig.probe_steps, help="optimiser steps of a frozen probe")
     p.add_argument("--clf-lr", type=float, default=ClassifierConfig.lr)
+    p.add_argument("--pretrained-lr-scale", type=float, default=ClassifierConfig.pretrained_lr_scale, help="fine-tuning: learning rate of the pre-trained encoders and aggregator relative to --clf-lr (the head trains at --clf-lr)")
     p.add_argument("--no-modality-dropout", action="store_true", help="train classifiers with every modality present")
     p.add_argument("--dropout-pattern", choices=["product", "mixed"], default=ClassifierConfig.dropout_pattern, help="modality dropout: units x sensor types, or a mix of units only / sensor types only / both")
     p.add_argument("--rotate-deg", type=float, default=Augment.max_rotation_deg, help="augmentation: max random rotation per unit, degrees (0 = off)")
@@ -72,6 +73,7 @@ def _configs(a: argparse.Namespace) -> tuple[PretrainConfig, ClassifierConfig, t
         max_passes=a.clf_max_passes,
         probe_steps=a.probe_steps,
         lr=a.clf_lr,
+        pretrained_lr_scale=a.pretrained_lr_scale,
         l2=a.l2,
         modality_dropout=not a.no_modality_dropout,
         dropout_pattern=a.dropout_pattern,

@@ -166,8 +166,10 @@ def run_fold(
             from_pretrained, frozen = METHODS[method]
             seed_everything(fold_seed + 7)
             model = fresh_copy(pretrained) if from_pretrained else build_model(mean, std, widths, head_hidden, centre_mag)
+            # a fresh network has nothing pre-trained to train more gently
+            cfg = clf_cfg if from_pretrained else replace(clf_cfg, pretrained_lr_scale=1.0)
             info = train_classifier(
-                model, x_tr[idx], y_tr[idx], clf_cfg, groups, fold_seed + 11, frozen, desc=f"{test_subject} {method} {frac:g}"
+                model, x_tr[idx], y_tr[idx], cfg, groups, fold_seed + 11, frozen, desc=f"{test_subject} {method} {frac:g}"
             )
             expert = None
             if method == "crossl_routed":

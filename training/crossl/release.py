@@ -94,6 +94,8 @@ def release(
         print(f"pre-training on {len(windows)} unlabelled windows from {subjects}", flush=True)
         history = pretrain(model, windows, pre_cfg, seed, run_dir / "release_pretrain.pt", desc="release pretrain")
         del windows
+    else:
+        clf_cfg = replace(clf_cfg, pretrained_lr_scale=1.0)  # nothing pre-trained
     t1 = time.perf_counter()
     pretrained = fresh_copy(model) if no_mag_expert else None
     info = train_classifier(model, x, y, clf_cfg, modality_groups(), seed + 11, frozen=(method == "probe"), desc="release head")

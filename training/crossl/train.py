@@ -57,6 +57,9 @@ class ClassifierConfig:
     dropout_pattern: str = "mixed"
     # Sensor types masked in every training window (after dropout): how the no-magnetometer expert is trained.
     absent_sensors: tuple[str, ...] = ()
+    # End-to-end training from a pre-trained model: learning rate of the encoders and aggregator relative to
+    # lr (the freshly initialised head always trains at lr). 1.0 trains everything alike, as from scratch.
+    pretrained_lr_scale: float = 1.0
     augment: Augment | None = None
 
     def batch(self, n: int) -> int:
@@ -253,7 +256,14 @@ def train_classifier(
             p.requires_grad_(True)
         e_all = encode_all(model, x)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    if cfg.pretrained_lr_scale != 1.0 and not frozen:
+        head = {id(p) for p in model.head.parameters()}
+        body = [p for p in params if id(p) not in head]
+        opt = torch.optim.Adam(
+            [{"params": body, "lr": cfg.lr * cfg.pretrained_lr_scale}, {"params": list(model.head.parameters())}], lr=cfg.lr
+        )
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr)
     steps = cfg.steps(len(x), frozen)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     model.to(dev)
