@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, nargs="+", required=True, help="one results folder per seed")
     p.add_argument("--method", default="crossl_finetune")
     p.add_argument("--baseline", default="supervised")
+    p.add_argument("--baseline-results", type=Path, nargs="+", help="the baseline's folders, one per seed in --results order (default: --results)")
     p.add_argument("--out", type=Path, help="markdown file (default: print)")
 
     p = sub.add_parser("export", help="write model.onnx, model.json, golden.json from a checkpoint")
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.cmd == "seeds":
         from . import report
 
-        table = report.seeds_markdown(a.results, a.method, a.baseline)
+        table = report.seeds_markdown(a.results, a.method, a.baseline, a.baseline_results)
         if a.out:
             a.out.parent.mkdir(parents=True, exist_ok=True)
             a.out.write_text(table)

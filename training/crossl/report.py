@@ -265,27 +265,41 @@ def write(results_dir: Path, out_dir: Path, folds: list[str] | None = None) -> d
     return summary
 
 
-def seeds_markdown(results_dirs: list[Path], method: str = "crossl_finetune", baseline: str = "supervised") -> str:
+def seeds_markdown(
+    results_dirs: list[Path],
+    method: str = "crossl_finetune",
+    baseline: str = "supervised",
+    baseline_dirs: list[Path] | None = None,
+) -> str:
     """`method` against `baseline` (macro-F1, all modalities present) over several LOSO runs that differ only
     in --seed: one results folder per seed. A seed changes the pre-training run, the labelled subset and the
-    classifier's initialisation, so the spread over seeds inside one fold is the noise a one-seed table hides."""
+    classifier's initialisation, so the spread over seeds inside one fold is the noise a one-seed table hides.
+    baseline_dirs: where the baseline's runs are, one per seed in the same order (default: results_dirs), for
+    a variant of `method` evaluated alone against the baseline runs already made."""
     runs = [load_folds(d) for d in results_dirs]
+    base_runs = [load_folds(d) for d in baseline_dirs] if baseline_dirs else runs
     seeds = [r[0].get("settings", {}).get("seed") for r in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"results folders must hold different seeds, got {seeds}")
-    folds = sorted(set.intersection(*({f["test_subject"] for f in r} for r in runs)))
+    base_seeds = [r[0].get("settings", {}).get("seed") for r in base_runs]
+    if base_seeds != seeds:
+        raise ValueError(f"baseline folders must hold the same seeds in the same order: {base_seeds} vs {seeds}")
+    folds = sorted(set.intersection(*({f["test_subject"] for f in r} for r in runs + base_runs)))
     fractions = sorted(
-        set.intersection(*(set(f["results"][m]) for r in runs for f in r for m in (method, baseline))), key=float
+        set.intersection(
+            *(set(f["results"][method]) for r in runs for f in r), *(set(f["results"][baseline]) for r in base_runs for f in r)
+        ),
+        key=float,
     )
     if not folds or not fractions:
         raise ValueError(f"the results folders share no fold with both {method} and {baseline} at one label fraction")
+
+    def macro_f1(run: list[dict], m: str, fold: str) -> list[float]:
+        by_fold = {f["test_subject"]: f for f in run}
+        return [by_fold[fold]["results"][m][fr]["all"]["macro_f1"] for fr in fractions]
+
     # f1[seed index, fold index, 0 = method / 1 = baseline, fraction index]
-    f1 = np.array(
-        [
-            [[[by_fold[fold]["results"][m][fr]["all"]["macro_f1"] for fr in fractions] for m in (method, baseline)] for fold in folds]
-            for by_fold in ({f["test_subject"]: f for f in r} for r in runs)
-        ]
-    )
+    f1 = np.array([[[macro_f1(r, method, fold), macro_f1(b, baseline, fold)] for fold in folds] for r, b in zip(runs, base_runs)])
     diff = f1[:, :, 0] - f1[:, :, 1]  # [seed, fold, fraction]
     a, b = METHOD_LABELS.get(method, method), METHOD_LABELS.get(baseline, baseline)
     n_s, n_f = len(seeds), len(folds)

@@ -9,7 +9,7 @@ def _fold(tmp, seed, subject, f1):
     """A results folder holding one fold JSON: f1[method][fraction] = macro-F1 with everything present."""
     results = {m: {fr: {"all": {"macro_f1": v, "accuracy": v}} for fr, v in by_fr.items()} for m, by_fr in f1.items()}
     d = tmp / f"seed{seed}"
-    d.mkdir(exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     (d / f"fold_{subject}.json").write_text(json.dumps({"test_subject": subject, "settings": {"seed": seed}, "results": results}))
     return d
 
@@ -46,3 +46,12 @@ def test_seed_table_refuses_two_folders_of_one_seed(tmp_path):
     a = _fold(tmp_path, 0, "p1", {"crossl_finetune": {"1": 0.9}, "supervised": {"1": 0.9}})
     with pytest.raises(ValueError, match="different seeds"):
         report.seeds_markdown([a, a])
+
+
+def test_seed_table_can_take_the_baseline_from_other_folders(tmp_path):
+    variant = _fold(tmp_path / "variant", 0, "p1", {"crossl_finetune": {"0.05": 0.9}})
+    base = _fold(tmp_path / "base", 0, "p1", {"supervised": {"0.05": 0.8}})
+    assert _row(report.seeds_markdown([variant], baseline_dirs=[base]), "5 %")[3] == "+0.100 ± 0.000"
+    other = _fold(tmp_path / "base", 1, "p1", {"supervised": {"0.05": 0.8}})
+    with pytest.raises(ValueError, match="same seeds"):
+        report.seeds_markdown([variant], baseline_dirs=[other])
