@@ -157,6 +157,7 @@ def run_fold(
         del windows
 
     partial = run_dir.parent / f"fold_{test_subject}.partial.json"
+    partial.parent.mkdir(parents=True, exist_ok=True)  # baselines alone never write a checkpoint there
     results: dict = {m: {} for m in methods}
     confusions: dict = {m: {} for m in methods}
     timings: dict = {m: {} for m in methods}
