@@ -27,7 +27,7 @@ def _fractions(text: str) -> list[float]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=data.DEFAULT_DATA_DIR, help="DSADS folder (holding data/aXX/pY/sZZ.txt)")
     p.add_argument("--subjects", type=_subjects, default=_subjects("p1,p2,p3,p4,p5,p6"), help="subjects available for training/evaluation")
-    p.add_argument("--cache-dir", type=Path, default=Path("~/.cache/crossl/arrays").expanduser(), help="parsed .npy cache (outside the repo)")
+    p.add_argument("--cache-dir", type=Path, default=data.DEFAULT_CACHE_DIR, help="parsed .npy cache (outside the repo)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--widths", choices=["small", "official"], default="small", help="encoder widths: small 8/16/32 or official 24/48/96")

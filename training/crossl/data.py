@@ -47,6 +47,7 @@ WINDOW_SAMPLES = 125
 SEGMENTS_PER_RECORDING = 60
 N_COLUMNS = len(UNITS) * len(SENSORS) * len(AXES)
 DEFAULT_DATA_DIR = Path(os.environ.get("CROSSL_DSADS_DIR", "~/.cache/crossl/dsads")).expanduser()
+DEFAULT_CACHE_DIR = Path("~/.cache/crossl/arrays").expanduser()  # parsed .npy copies, outside the repo
 
 
 def modality_unit(modality: str) -> str:

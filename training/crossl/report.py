@@ -294,12 +294,13 @@ def seeds_markdown(
     if not folds or not fractions:
         raise ValueError(f"the results folders share no fold with both {method} and {baseline} at one label fraction")
 
-    def macro_f1(run: list[dict], m: str, fold: str) -> list[float]:
+    def macro_f1(run: list[dict], m: str) -> list[list[float]]:
+        """[fold, fraction] for one seed's run."""
         by_fold = {f["test_subject"]: f for f in run}
-        return [by_fold[fold]["results"][m][fr]["all"]["macro_f1"] for fr in fractions]
+        return [[by_fold[fold]["results"][m][fr]["all"]["macro_f1"] for fr in fractions] for fold in folds]
 
     # f1[seed index, fold index, 0 = method / 1 = baseline, fraction index]
-    f1 = np.array([[[macro_f1(r, method, fold), macro_f1(b, baseline, fold)] for fold in folds] for r, b in zip(runs, base_runs)])
+    f1 = np.array([np.stack([macro_f1(r, method), macro_f1(b, baseline)], axis=1) for r, b in zip(runs, base_runs)])
     diff = f1[:, :, 0] - f1[:, :, 1]  # [seed, fold, fraction]
     a, b = METHOD_LABELS.get(method, method), METHOD_LABELS.get(baseline, baseline)
     n_s, n_f = len(seeds), len(folds)

@@ -22,7 +22,7 @@ def parser(doc: str, fold: str) -> argparse.ArgumentParser:
 
 def load(data_dir: Path, fold: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """x_train, y_train (the other five subjects), x_test, y_test (the held-out one), 5 s segments."""
-    ds = data.DSADS.load(data_dir, SUBJECTS, Path("~/.cache/crossl/arrays").expanduser())
+    ds = data.DSADS.load(data_dir, SUBJECTS, data.DEFAULT_CACHE_DIR)
     x_tr, y_tr = ds.segments([s for s in SUBJECTS if s != fold])
     x_te, y_te = ds.segments([fold])
     return x_tr, y_tr, x_te, y_te
