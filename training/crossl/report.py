@@ -284,6 +284,10 @@ def seeds_markdown(
     base_seeds = [r[0].get("settings", {}).get("seed") for r in base_runs]
     if base_seeds != seeds:
         raise ValueError(f"baseline folders must hold the same seeds in the same order: {base_seeds} vs {seeds}")
+    for dirs, rs, m in ((results_dirs, runs, method), (baseline_dirs or results_dirs, base_runs, baseline)):
+        for d, r in zip(dirs, rs):
+            if any(m not in f["results"] for f in r):
+                raise ValueError(f"{d} holds folds without {m!r} (methods there: {sorted(r[0]['results'])})")
     folds = sorted(set.intersection(*({f["test_subject"] for f in r} for r in runs + base_runs)))
     fractions = sorted(
         set.intersection(

@@ -55,3 +55,12 @@ def test_seed_table_can_take_the_baseline_from_other_folders(tmp_path):
     other = _fold(tmp_path / "base", 1, "p1", {"supervised": {"0.05": 0.8}})
     with pytest.raises(ValueError, match="same seeds"):
         report.seeds_markdown([variant], baseline_dirs=[other])
+
+
+def test_seed_table_explains_a_missing_method_or_no_overlap(tmp_path):
+    only_sup = _fold(tmp_path / "a", 0, "p1", {"supervised": {"0.05": 0.8}})
+    with pytest.raises(ValueError, match="without 'crossl_finetune'"):
+        report.seeds_markdown([only_sup])
+    other_fraction = _fold(tmp_path / "b", 0, "p1", {"crossl_finetune": {"1": 0.9}})
+    with pytest.raises(ValueError, match="share no fold"):
+        report.seeds_markdown([other_fraction], baseline_dirs=[only_sup])
