@@ -82,6 +82,13 @@ def _configs(a: argparse.Namespace) -> tuple[PretrainConfig, ClassifierConfig, t
     return pre, clf, SMALL_WIDTHS if a.widths == "small" else OFFICIAL_WIDTHS
 
 
+def _write_table(table: str, out: Path | None) -> None:
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+    print(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     command = "python -m crossl " + shlex.join(argv)
@@ -119,6 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--method", default="crossl_finetune")
     p.add_argument("--baseline", default="supervised")
     p.add_argument("--baseline-results", type=Path, nargs="+", help="the baseline's folders, one per seed in --results order (default: --results)")
+    p.add_argument("--out", type=Path, help="markdown file (default: print)")
+
+    p = sub.add_parser("sweep", help="LOSO runs that differ in one setting (e.g. --coverage) side by side")
+    p.add_argument("--results", type=Path, nargs="+", required=True, help="one results folder per run; the first is the reference")
+    p.add_argument("--methods", type=_subjects, help="default: every method all folders hold")
+    p.add_argument("--baseline-results", type=Path, help="a results folder whose --baseline is added as a last row")
+    p.add_argument("--baseline", default="supervised")
     p.add_argument("--out", type=Path, help="markdown file (default: print)")
 
     p = sub.add_parser("export", help="write model.onnx, model.json, golden.json from a checkpoint")
@@ -190,10 +204,11 @@ def main(argv: list[str] | None = None) -> None:
         from . import report
 
         table = report.seeds_markdown(a.results, a.method, a.baseline, a.baseline_results)
-        if a.out:
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(table)
-        print(table)
+        _write_table(table, a.out)
+    elif a.cmd == "sweep":
+        from . import report
+
+        _write_table(report.sweep_markdown(a.results, a.methods, a.baseline_results, a.baseline), a.out)
     elif a.cmd == "export":
         import json
 

@@ -336,3 +336,89 @@ def seeds_markdown(
         cells = [" ".join(f"{d:+.3f}" for d in diff[:, j, k]) for k in range(len(fractions))]
         lines.append(f"| {fold} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# Settings that choose what a run computes or how fast, not how a result is computed.
+_RUN_ONLY_SETTINGS = {"command", "torch_threads", "torch", "subjects", "fractions", "methods"}
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in settings.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif prefix or k not in _RUN_ONLY_SETTINGS:
+            out[f"{prefix}{k}"] = json.dumps(v)
+    return out
+
+
+def _setting_labels(runs: list[list[dict]], dirs: list[Path]) -> list[str]:
+    """Name each run by the settings in which it differs from the others (e.g. `pretrain.coverage=0.5`). A
+    setting some runs did not record (made before it existed) counts only if the runs that did differ in it."""
+    flat = [_flat(r[0].get("settings", {})) for r in runs]
+    keys = sorted({k for f in flat for k in f if len({g[k] for g in flat if k in g}) > 1})
+    labels = [", ".join(f"{k}={f.get(k, '–')}" for k in keys) for f in flat]
+    return labels if all(labels) and len(set(labels)) == len(labels) else [d.name for d in dirs]
+
+
+def sweep_markdown(
+    results_dirs: list[Path],
+    methods: list[str] | None = None,
+    baseline_dir: Path | None = None,
+    baseline: str = "supervised",
+) -> str:
+    """LOSO runs that differ in one setting (e.g. --coverage), one results folder each, side by side: per
+    method, macro-F1 mean ± sd over the folds every folder holds, with everything present, without
+    magnetometers and averaged over the 10 two-unit subsets, at each label fraction all of them share. The
+    first folder is the reference: every other row also gives its paired difference with everything present
+    (mean over folds, folds ahead). baseline_dir adds `baseline` from another run as a last, italic row."""
+    runs = [load_folds(d) for d in results_dirs]
+    base = load_folds(baseline_dir) if baseline_dir else None
+    methods = methods or [m for m in runs[0][0]["results"] if all(m in f["results"] for r in runs for f in r)]
+    for d, r in zip(results_dirs, runs):
+        for m in methods:
+            if any(m not in f["results"] for f in r):
+                raise ValueError(f"{d} holds folds without {m!r} (methods there: {sorted(r[0]['results'])})")
+    if base is not None and any(baseline not in f["results"] for f in base):
+        raise ValueError(f"{baseline_dir} holds folds without {baseline!r}")
+    folds = sorted(set.intersection(*({f["test_subject"] for f in r} for r in runs + ([base] if base else []))))
+    fractions = sorted(set.intersection(*(set(f["results"][m]) for r in runs for f in r for m in methods)), key=float)
+    if not methods or not folds or not fractions:
+        raise ValueError("the results folders share no fold holding one method at one label fraction")
+    labels = _setting_labels(runs, results_dirs)
+
+    def f1(run: list[dict], m: str, fr: str, what: str) -> np.ndarray | None:
+        """[fold] macro-F1 for `what` = all / no_mag / pairs (mean over the two-unit subsets)."""
+        by_fold = {f["test_subject"]: f["results"][m].get(fr) for f in run}
+        if any(by_fold[fold] is None for fold in folds):
+            return None
+        scen = by_fold[folds[0]]
+        keys = [s for s in scen if units_in(s) == 2] if what == "pairs" else [what] if what in scen else []
+        if not keys:
+            return None
+        return np.array([np.mean([by_fold[fold][s]["macro_f1"] for s in keys]) for fold in folds])
+
+    def cell(v: np.ndarray | None) -> str:
+        return _fmt(_ms(list(v))) if v is not None else "–"
+
+    head = [f"{float(fr) * 100:g} %: {w}" for fr in fractions for w in ("all", "no mag", "unit pairs", "Δ all (folds ahead)")]
+    lines = [f"Macro-F1 mean ± sd over folds {', '.join(folds)}; Δ is paired against the first row.", ""]
+    for m in methods:
+        lines += [f"**{METHOD_LABELS.get(m, m)}**", "", "| run | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+        ref = {fr: f1(runs[0], m, fr, "all") for fr in fractions}
+        for i, (label, run) in enumerate(zip(labels, runs)):
+            cells = []
+            for fr in fractions:
+                cells += [cell(f1(run, m, fr, w)) for w in ("all", "no_mag", "pairs")]
+                d = f1(run, m, fr, "all") - ref[fr]
+                cells.append("(reference)" if i == 0 else f"{d.mean():+.3f} ({int((d > 0).sum())}/{len(folds)})")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if base is not None:
+            cells = []
+            for fr in fractions:
+                cells += [cell(f1(base, baseline, fr, w)) for w in ("all", "no_mag", "pairs")]
+                d = f1(base, baseline, fr, "all")
+                cells.append(f"{(d - ref[fr]).mean():+.3f} ({int((d > ref[fr]).sum())}/{len(folds)})" if d is not None else "–")
+            lines.append(f"| *{METHOD_LABELS.get(baseline, baseline)} ({baseline_dir})* | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

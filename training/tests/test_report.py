@@ -64,3 +64,30 @@ def test_seed_table_explains_a_missing_method_or_no_overlap(tmp_path):
     other_fraction = _fold(tmp_path / "b", 0, "p1", {"crossl_finetune": {"1": 0.9}})
     with pytest.raises(ValueError, match="share no fold"):
         report.seeds_markdown([other_fraction], baseline_dirs=[only_sup])
+
+
+def _sweep_fold(d, subject, coverage, f1):
+    """One fold JSON: f1[method][fraction] = (all, no_mag, pair_a, pair_b), settings differing in coverage."""
+    scen = ("all", "no_mag", "torso+left_leg", "right_arm+left_arm")
+    results = {m: {fr: {s: {"macro_f1": v, "accuracy": v} for s, v in zip(scen, vals)} for fr, vals in by.items()} for m, by in f1.items()}
+    settings = {"seed": 0, "command": f"evaluate {subject}", "pretrain": {"coverage": coverage, "epochs": 10}}
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"fold_{subject}.json").write_text(json.dumps({"test_subject": subject, "settings": settings, "results": results}))
+    return d
+
+
+def test_sweep_table_names_runs_by_the_setting_that_differs_and_pairs_folds(tmp_path):
+    ref, low = tmp_path / "ref", tmp_path / "low"
+    for subject, (r, lo) in {"p1": (0.70, 0.80), "p2": (0.60, 0.58)}.items():
+        _sweep_fold(ref, subject, 0.9, {"crossl_probe": {"0.01": (r, 0.5, 0.4, 0.2), "1": (0.9,) * 4}, "supervised": {"0.01": (0.75,) * 4}})
+        _sweep_fold(low, subject, 0.5, {"crossl_probe": {"0.01": (lo, 0.6, 0.3, 0.5)}})
+    table = report.sweep_markdown([ref, low], ["crossl_probe"], baseline_dir=ref)
+    first = _row(table, "pretrain.coverage=0.9")
+    assert first[1:5] == ["0.650 ± 0.071", "0.500 ± 0.000", "0.300 ± 0.000", "(reference) |"]
+    row = _row(table, "pretrain.coverage=0.5")
+    assert row[1] == "0.690 ± 0.156" and row[3] == "0.400 ± 0.000"  # unit pairs: mean of the two pairs
+    assert row[4] == "+0.040 (1/2) |"  # paired: +0.10 on p1, -0.02 on p2
+    assert "100 %" not in table  # only fractions every run holds
+    assert _row(table, f"*Supervised from scratch ({ref})*")[4] == "+0.100 (2/2) |"
+    with pytest.raises(ValueError, match="without 'crossl_finetune'"):
+        report.sweep_markdown([ref, low], ["crossl_finetune"])
