@@ -1,4 +1,4 @@
-"""python -m crossl unpack | pretrain | finetune | evaluate | report | export | release"""
+"""python -m crossl unpack | pretrain | finetune | evaluate | report | seeds | sweep | robustness | export | release"""
 
 from __future__ import annotations
 
@@ -135,6 +135,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--baseline", default="supervised")
     p.add_argument("--out", type=Path, help="markdown file (default: print)")
 
+    p = sub.add_parser("robustness", help="missing-modality robustness of LOSO runs side by side (e.g. with / without modality dropout)")
+    p.add_argument("--results", type=Path, nargs="+", required=True, help="one results folder per run; the first is the reference")
+    p.add_argument("--methods", type=_subjects, help="default: every method some folder holds in all its folds")
+    p.add_argument("--label-percent", type=float, help="default: the largest label fraction all of them share")
+    p.add_argument("--baseline", default="supervised", help="method every other one is paired against inside a run")
+    p.add_argument("--baseline-results", type=Path, help="where to take --baseline from for runs that lack it")
+    p.add_argument("--out", type=Path, help="markdown file (default: print)")
+
     p = sub.add_parser("export", help="write model.onnx, model.json, golden.json from a checkpoint")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, default=data.DEFAULT_DATA_DIR)
@@ -209,6 +217,12 @@ def main(argv: list[str] | None = None) -> None:
         from . import report
 
         _write_table(report.sweep_markdown(a.results, a.methods, a.baseline_results, a.baseline), a.out)
+    elif a.cmd == "robustness":
+        from . import report
+
+        fraction = None if a.label_percent is None else f"{a.label_percent / 100:g}"
+        table = report.robustness_markdown(a.results, a.methods, fraction, a.baseline, a.baseline_results)
+        _write_table(table, a.out)
     elif a.cmd == "export":
         import json
 

@@ -422,3 +422,70 @@ def sweep_markdown(
             lines.append(f"| *{METHOD_LABELS.get(baseline, baseline)} ({baseline_dir})* | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def robustness_markdown(
+    results_dirs: list[Path],
+    methods: list[str] | None = None,
+    fraction: str | None = None,
+    baseline: str = "supervised",
+    baseline_dir: Path | None = None,
+) -> str:
+    """Missing-modality robustness of LOSO runs side by side (e.g. classifiers trained with and without
+    modality dropout): macro-F1 mean ± sd over the folds every folder holds, averaged over the subsets with
+    k body units present and for whole sensor types absent, at one label fraction (default: the largest all
+    share). A method appears for the runs that hold it. Inside each run every other method is paired against
+    `baseline` per fold, taken from the run itself or, where the run lacks it, from baseline_dir; every run
+    after the first is paired against the first, method by method. Δ cells: mean over folds (folds ahead)."""
+    runs = [load_folds(d) for d in results_dirs]
+    base = load_folds(baseline_dir) if baseline_dir else None
+    holds = [[m for m in r[0]["results"] if all(m in f["results"] for f in r)] for r in runs]
+    methods = methods or list(dict.fromkeys(m for h in holds for m in h))
+    for m in methods:
+        if not any(m in h for h in holds):
+            raise ValueError(f"no results folder holds {m!r} in every fold")
+    if base is not None and any(baseline not in f["results"] for f in base):
+        raise ValueError(f"{baseline_dir} holds folds without {baseline!r}")
+    folds = sorted(set.intersection(*({f["test_subject"] for f in r} for r in runs + ([base] if base else []))))
+    pairs = [(r, m) for r, h in zip(runs, holds) for m in methods if m in h] + ([(base, baseline)] if base else [])
+    shared = set.intersection(*(set(f["results"][m]) for r, m in pairs for f in r))
+    if fraction is None and shared:
+        fraction = max(shared, key=float)
+    if not folds or fraction not in shared:
+        raise ValueError(f"the results folders share no fold holding {methods} at label fraction {fraction}")
+    labels = _setting_labels(runs, results_dirs)
+    scen = list(pairs[0][0][0]["results"][pairs[0][1]][fraction])
+    columns = [(f"{k} unit{'s' if k > 1 else ''}", [s for s in scen if units_in(s) == k]) for k in range(len(data.UNITS), 0, -1)]
+    columns = [c for c in columns if c[1]] + [(s.replace("_", " "), [s]) for s in SENSOR_SCENARIOS if s in scen]
+
+    def f1(run: list[dict], m: str) -> np.ndarray:
+        """[column, fold] macro-F1, averaged over the column's scenarios."""
+        by_fold = {f["test_subject"]: f["results"][m][fraction] for f in run}
+        return np.array([[np.mean([by_fold[fold][s]["macro_f1"] for s in keys]) for fold in folds] for _, keys in columns])
+
+    def delta(a: np.ndarray, b: np.ndarray) -> str:
+        return " | ".join(f"{d.mean():+.3f} ({int((d > 0).sum())}/{len(folds)})" for d in a - b)
+
+    def name(m: str) -> str:
+        return METHOD_LABELS.get(m, m)
+
+    lines = [
+        f"Macro-F1 at {float(fraction) * 100:g} % labels, mean ± sd over folds {', '.join(folds)}; 'k units' = mean over "
+        "the subsets of k body units present (every sensor of them). Δ: paired mean over folds (folds ahead).",
+        "",
+        "| run | method | " + " | ".join(c for c, _ in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for label, run, held in zip(labels, runs, holds):
+        ms = [m for m in methods if m in held]
+        for m in ms:
+            lines.append(f"| {label} | {name(m)} | " + " | ".join(_fmt(_ms(list(v))) for v in f1(run, m)) + " |")
+        ref, ref_name = (f1(run, baseline), name(baseline)) if baseline in held else (None, "")
+        if ref is None and base is not None:
+            ref, ref_name = f1(base, baseline), f"{name(baseline)} ({baseline_dir})"
+        for m in (m for m in ms if m != baseline and ref is not None):
+            lines.append(f"| {label} | Δ {name(m)} − {ref_name} | " + delta(f1(run, m), ref) + " |")
+    for label, run, held in list(zip(labels, runs, holds))[1:]:
+        for m in (m for m in methods if m in held and m in holds[0]):
+            lines.append(f"| Δ {label} − {labels[0]} | {name(m)} | " + delta(f1(run, m), f1(runs[0], m)) + " |")
+    return "\n".join(lines) + "\n"

@@ -91,3 +91,37 @@ def test_sweep_table_names_runs_by_the_setting_that_differs_and_pairs_folds(tmp_
     assert _row(table, f"*Supervised from scratch ({ref})*")[4] == "+0.100 (2/2) |"
     with pytest.raises(ValueError, match="without 'crossl_finetune'"):
         report.sweep_markdown([ref, low], ["crossl_finetune"])
+
+
+def _robustness_fold(d, subject, dropout, f1):
+    """One fold JSON at 100 % labels: f1[method] = (all, the two one-unit-missing subsets' value, pair, no_mag)."""
+    results = {}
+    for m, (everything, four, pair, no_mag) in f1.items():
+        scen = {"all": everything, "right_arm+left_arm+right_leg+left_leg": four, "torso+right_arm+left_arm+right_leg": four}
+        scen |= {"torso+left_leg": pair, "no_mag": no_mag}
+        results[m] = {"1": {s: {"macro_f1": v, "accuracy": v} for s, v in scen.items()}}
+    settings = {"seed": 0, "classifier": {"modality_dropout": dropout}}
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"fold_{subject}.json").write_text(json.dumps({"test_subject": subject, "settings": settings, "results": results}))
+
+
+def test_robustness_table_groups_subsets_by_units_present_and_pairs_within_and_across_runs(tmp_path):
+    on, off = tmp_path / "on", tmp_path / "off"
+    for subject, four in {"p1": 0.9, "p2": 0.6}.items():
+        _robustness_fold(on, subject, True, {"crossl_finetune": (0.9, 0.8, 0.7, 0.6), "supervised": (0.9, 0.8, 0.6, 0.5)})
+        _robustness_fold(off, subject, False, {"crossl_finetune": (0.95, four, 0.3, 0.2)})
+    table = report.robustness_markdown([on, off], baseline_dir=on)
+    assert "| run | method | 5 units | 4 units | 2 units | no mag |" in table  # no 3- or 1-unit subsets here
+    assert _row(table, "classifier.modality_dropout=true")[1:] == ["CroSSL fine-tune", "0.900 ± 0.000", "0.800 ± 0.000", "0.700 ± 0.000", "0.600 ± 0.000 |"]
+    assert _row(table, "classifier.modality_dropout=false")[2:4] == ["0.950 ± 0.000", "0.750 ± 0.212"]  # 4 units: folds 0.9, 0.6
+    lines = table.splitlines()
+    inside_on = next(line for line in lines if line.startswith("| classifier.modality_dropout=true | Δ"))
+    assert inside_on.split(" | ")[1:] == ["Δ CroSSL fine-tune − Supervised from scratch", "+0.000 (0/2)", "+0.000 (0/2)", "+0.100 (2/2)", "+0.100 (2/2) |"]
+    inside_off = next(line for line in lines if line.startswith("| classifier.modality_dropout=false | Δ"))
+    assert f"Supervised from scratch ({on})" in inside_off  # off lacks supervised: taken from baseline_dir
+    assert inside_off.split(" | ")[2:] == ["+0.050 (2/2)", "-0.050 (1/2)", "-0.300 (0/2)", "-0.300 (0/2) |"]
+    across = _row(table, "Δ classifier.modality_dropout=false − classifier.modality_dropout=true")
+    assert across[1:] == ["CroSSL fine-tune", "+0.050 (2/2)", "-0.050 (1/2)", "-0.400 (0/2)", "-0.400 (0/2) |"]
+    assert "Supervised from scratch | +" not in table.split("Δ classifier")[-1]  # no across row for a method off lacks
+    with pytest.raises(ValueError, match="no results folder holds 'random_probe'"):
+        report.robustness_markdown([on, off], ["random_probe"])
