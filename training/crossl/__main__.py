@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label-percent", type=float, help="default: the largest label fraction all of them share")
     p.add_argument("--baseline", default="supervised", help="method every other one is paired against inside a run")
     p.add_argument("--baseline-results", type=Path, help="where to take --baseline from for runs that lack it")
+    p.add_argument("--folds", type=_subjects, help="only these held-out subjects (default: every fold all folders hold)")
     p.add_argument("--out", type=Path, help="markdown file (default: print)")
 
     p = sub.add_parser("export", help="write model.onnx, model.json, golden.json from a checkpoint")
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         from . import report
 
         fraction = None if a.label_percent is None else f"{a.label_percent / 100:g}"
-        table = report.robustness_markdown(a.results, a.methods, fraction, a.baseline, a.baseline_results)
+        table = report.robustness_markdown(a.results, a.methods, fraction, a.baseline, a.baseline_results, a.folds)
         _write_table(table, a.out)
     elif a.cmd == "export":
         import json

@@ -430,15 +430,16 @@ def robustness_markdown(
     fraction: str | None = None,
     baseline: str = "supervised",
     baseline_dir: Path | None = None,
+    folds: list[str] | None = None,
 ) -> str:
     """Missing-modality robustness of LOSO runs side by side (e.g. classifiers trained with and without
     modality dropout): macro-F1 mean ± sd over the folds every folder holds, averaged over the subsets with
     k body units present and for whole sensor types absent, at one label fraction (default: the largest all
-    share). A method appears for the runs that hold it. Inside each run every other method is paired against
+    share), over `folds` (default: all). A method appears for the runs that hold it. Inside each run every other method is paired against
     `baseline` per fold, taken from the run itself or, where the run lacks it, from baseline_dir; every run
     after the first is paired against the first, method by method. Δ cells: mean over folds (folds ahead)."""
-    runs = [load_folds(d) for d in results_dirs]
-    base = load_folds(baseline_dir) if baseline_dir else None
+    runs = [load_folds(d, folds) for d in results_dirs]
+    base = load_folds(baseline_dir, folds) if baseline_dir else None
     holds = [[m for m in r[0]["results"] if all(m in f["results"] for f in r)] for r in runs]
     methods = methods or list(dict.fromkeys(m for h in holds for m in h))
     for m in methods:

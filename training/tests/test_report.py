@@ -125,3 +125,5 @@ def test_robustness_table_groups_subsets_by_units_present_and_pairs_within_and_a
     assert "Supervised from scratch | +" not in table.split("Δ classifier")[-1]  # no across row for a method off lacks
     with pytest.raises(ValueError, match="no results folder holds 'random_probe'"):
         report.robustness_markdown([on, off], ["random_probe"])
+    only_p2 = report.robustness_markdown([on, off], baseline_dir=on, folds=["p2"])
+    assert "folds p2;" in only_p2 and _row(only_p2, "classifier.modality_dropout=false")[3] == "0.600 ± 0.000"
