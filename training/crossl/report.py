@@ -20,7 +20,7 @@ def load_folds(results_dir: Path, folds: list[str] | None = None) -> list[dict]:
     if folds is not None:
         out = [f for f in out if f["test_subject"] in folds]
     if not out:
-        raise FileNotFoundError(f"no fold_*.json in {results_dir}")
+        raise FileNotFoundError(f"no fold_*.json in {results_dir}" + (f" for folds {', '.join(folds)}" if folds else ""))
     return sorted(out, key=lambda f: f["test_subject"])
 
 
@@ -435,9 +435,10 @@ def robustness_markdown(
     """Missing-modality robustness of LOSO runs side by side (e.g. classifiers trained with and without
     modality dropout): macro-F1 mean ± sd over the folds every folder holds, averaged over the subsets with
     k body units present and for whole sensor types absent, at one label fraction (default: the largest all
-    share), over `folds` (default: all). A method appears for the runs that hold it. Inside each run every other method is paired against
-    `baseline` per fold, taken from the run itself or, where the run lacks it, from baseline_dir; every run
-    after the first is paired against the first, method by method. Δ cells: mean over folds (folds ahead)."""
+    share), over `folds` (default: all). A method appears for the runs that hold it. Inside each run every
+    other method is paired against `baseline` per fold, taken from the run itself or, where the run lacks it,
+    from baseline_dir; every run after the first is paired against the first, method by method. Δ cells:
+    mean over folds (folds ahead)."""
     runs = [load_folds(d, folds) for d in results_dirs]
     base = load_folds(baseline_dir, folds) if baseline_dir else None
     holds = [[m for m in r[0]["results"] if all(m in f["results"] for f in r)] for r in runs]

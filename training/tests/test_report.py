@@ -127,3 +127,7 @@ def test_robustness_table_groups_subsets_by_units_present_and_pairs_within_and_a
         report.robustness_markdown([on, off], ["random_probe"])
     only_p2 = report.robustness_markdown([on, off], baseline_dir=on, folds=["p2"])
     assert "folds p2;" in only_p2 and _row(only_p2, "classifier.modality_dropout=false")[3] == "0.600 ± 0.000"
+    with pytest.raises(ValueError, match="at label fraction 0.05"):
+        report.robustness_markdown([on, off], fraction="0.05")  # no run holds 5 %
+    with pytest.raises(FileNotFoundError, match="for folds p9"):
+        report.robustness_markdown([on, off], folds=["p9"])
