@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folds", type=_subjects, default=_subjects("p1,p2,p3"), help="held-out subjects, one fold each")
     p.add_argument("--label-percents", type=_fractions, default=_fractions("1,5,10,100"))
     p.add_argument("--methods", type=_subjects, default=_subjects("crossl_probe,crossl_finetune,supervised,random_probe"))
+    p.add_argument("--expert-coverage", type=float, help="crossl_routed: pre-train the no-mag expert's starting point at this coverage (default: share the --coverage pre-training)")
     p.add_argument("--out", type=Path, required=True, help="results folder")
 
     p = sub.add_parser("report", help="tables and plots from the fold JSONs in a results folder")
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--version", required=True)
     p.add_argument("--metrics", type=Path, help="JSON of summary metrics (e.g. from `report`) for the manifest")
     p.add_argument("--no-mag-expert", action="store_true", help="also train a head with the magnetometers always absent and route to it when no magnetometer is present")
+    p.add_argument("--expert-coverage", type=float, help="with --no-mag-expert: pre-train the expert's starting point separately at this coverage (default: share the --coverage pre-training)")
 
     a = parser.parse_args(argv)
     if hasattr(a, "threads"):
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         evaluate.run(
             a.data, a.folds, a.subjects, a.out, a.label_percents, a.methods, pre, clf, widths,
             a.head_hidden, a.hop, a.seed, a.cache_dir, command, not a.no_centre_mag,
-            a.run_dir / "loso",
+            a.run_dir / "loso", a.expert_coverage,
         )  # fmt: skip
         report.write(a.out, a.out, folds=a.folds)
     elif a.cmd == "report":
@@ -241,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         release(
             a.data, a.subjects, a.out, a.name, a.version, a.method, pre, clf, widths, a.head_hidden,
             a.hop, a.seed, a.cache_dir, a.run_dir, a.metrics, command, not a.no_centre_mag, a.no_mag_expert,
+            a.expert_coverage,
         )  # fmt: skip
 
 

@@ -115,6 +115,38 @@ def build_model(
     )
 
 
+def _pretrained(
+    ds: data.DSADS,
+    test_subject: str,
+    train_subjects: list[str],
+    pre_cfg: PretrainConfig,
+    widths: tuple[int, ...],
+    head_hidden: int,
+    hop: int,
+    fold_seed: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    centre_mag: bool,
+    ckpt: Path,
+    needs_pretraining: bool,
+) -> tuple[CroSSL, list[dict]]:
+    """The fold's pre-trained model: from `ckpt` when its key matches, else pre-trained (and saved) now."""
+    seed_everything(fold_seed)
+    model = build_model(mean, std, widths, head_hidden, centre_mag)
+    # A checkpoint is reused only when everything that shaped it is the same (else it is silently stale).
+    key = {"pretrain": asdict(pre_cfg), "model": model.config, "hop": hop, "subjects": train_subjects, "seed": fold_seed}
+    if not needs_pretraining:
+        return model, []  # only baselines from fresh weights: nothing to pre-train
+    saved = torch.load(ckpt) if ckpt.exists() else {}
+    if saved.get("key") == key and len(saved["history"]) == pre_cfg.epochs:
+        model.load_state_dict(saved["state"])
+        print(f"[{test_subject}] reusing {ckpt}", flush=True)
+        return model, saved["history"]
+    windows = ds.sliding_windows(train_subjects, hop)
+    print(f"[{test_subject}] pre-training (coverage {pre_cfg.coverage:g}) on {len(windows)} windows from {train_subjects}", flush=True)
+    return model, pretrain(model, windows, pre_cfg, fold_seed, ckpt, f"pretrain {test_subject}", key)
+
+
 def run_fold(
     ds: data.DSADS,
     test_subject: str,
@@ -129,6 +161,7 @@ def run_fold(
     seed: int,
     run_dir: Path,
     centre_mag: bool = True,
+    expert_coverage: float | None = None,
 ) -> dict:
     train_subjects = [s for s in subjects if s != test_subject]
     x_tr, y_tr = ds.segments(train_subjects)
@@ -137,24 +170,19 @@ def run_fold(
     groups = modality_groups()
     fold_seed = seed + 1000 * subjects.index(test_subject)
 
-    seed_everything(fold_seed)
-    pretrained = build_model(mean, std, widths, head_hidden, centre_mag)
-    ckpt = run_dir / f"pretrain_{test_subject}.pt"
-    # A checkpoint is reused only when everything that shaped it is the same (else it is silently stale).
-    key = {"pretrain": asdict(pre_cfg), "model": pretrained.config, "hop": hop, "subjects": train_subjects, "seed": fold_seed}
     needs_pretraining = any(METHODS[m][0] for m in methods)
-    saved = torch.load(ckpt) if needs_pretraining and ckpt.exists() else {}
-    if not needs_pretraining:
-        history = []  # only baselines from fresh weights: nothing to pre-train
-    elif saved.get("key") == key and len(saved["history"]) == pre_cfg.epochs:
-        pretrained.load_state_dict(saved["state"])
-        history = saved["history"]
-        print(f"[{test_subject}] reusing {ckpt}", flush=True)
-    else:
-        windows = ds.sliding_windows(train_subjects, hop)
-        print(f"[{test_subject}] pre-training on {len(windows)} windows from {train_subjects}", flush=True)
-        history = pretrain(pretrained, windows, pre_cfg, fold_seed, ckpt, f"pretrain {test_subject}", key)
-        del windows
+    pretrained, history = _pretrained(
+        ds, test_subject, train_subjects, pre_cfg, widths, head_hidden, hop, fold_seed, mean, std, centre_mag,
+        run_dir / f"pretrain_{test_subject}.pt", needs_pretraining,
+    )  # fmt: skip
+    # The no-mag expert may start from its own pre-training (another coverage); same seed, so it equals a
+    # plain run at that coverage and reuses its checkpoint when copied here.
+    expert_base = pretrained
+    if "crossl_routed" in methods and expert_coverage is not None and expert_coverage != pre_cfg.coverage:
+        expert_base, _ = _pretrained(
+            ds, test_subject, train_subjects, replace(pre_cfg, coverage=expert_coverage), widths, head_hidden, hop,
+            fold_seed, mean, std, centre_mag, run_dir / f"pretrain_{test_subject}_expert.pt", True,
+        )  # fmt: skip
 
     partial = run_dir.parent / f"fold_{test_subject}.partial.json"
     partial.parent.mkdir(parents=True, exist_ok=True)  # baselines alone never write a checkpoint there
@@ -174,7 +202,7 @@ def run_fold(
             )
             expert = None
             if method == "crossl_routed":
-                expert = fresh_copy(pretrained)
+                expert = fresh_copy(expert_base)
                 expert_info = train_classifier(
                     expert, x_tr[idx], y_tr[idx], replace(clf_cfg, absent_sensors=("mag",)), groups, fold_seed + 13,
                     False, desc=f"{test_subject} no-mag expert {frac:g}",
@@ -222,6 +250,7 @@ def run(
     command: str,
     centre_mag: bool = True,
     run_dir: Path | None = None,
+    expert_coverage: float | None = None,
 ) -> None:
     """Fold JSONs go to out_dir; pre-training checkpoints (large, reusable) to run_dir (default out_dir)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -241,13 +270,15 @@ def run(
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+    if expert_coverage is not None:  # only then, so earlier runs' settings still compare equal
+        settings["expert_pretrain_coverage"] = expert_coverage
     for fold in folds:
         path = out_dir / f"fold_{fold}.json"
         if path.exists() and json.loads(path.read_text()).get("settings") == settings:
             print(f"[{fold}] done already: {path}", flush=True)
             continue
         t0 = time.perf_counter()
-        result = run_fold(ds, fold, subjects, fractions, methods, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, (run_dir or out_dir) / "checkpoints", centre_mag)
+        result = run_fold(ds, fold, subjects, fractions, methods, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, (run_dir or out_dir) / "checkpoints", centre_mag, expert_coverage)
         result["settings"] = settings
         result["seconds"] = time.perf_counter() - t0
         path.write_text(json.dumps(result, indent=1))

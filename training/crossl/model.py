@@ -156,7 +156,7 @@ class CroSSL(nn.Module):
 
 
 class RoutedCroSSL(nn.Module):
-    """Two CroSSL models fine-tuned from the same pre-training: `general` (trained with modality dropout)
+    """Two fine-tuned CroSSL models (from one pre-training, or the expert's from its own): `general` (trained with modality dropout)
     answers whenever any of the `route` modalities is present; `expert` (trained with those modalities
     always absent) answers when all of them are absent. Both respect the presence mask, so an absent
     modality's input still cannot reach the outputs. Why: one small model trained on every dropout shape

@@ -81,7 +81,11 @@ def release(
     command: str,
     centre_mag: bool = True,
     no_mag_expert: bool = False,
+    expert_coverage: float | None = None,
 ) -> None:
+    separate_expert = no_mag_expert and expert_coverage is not None and expert_coverage != pre_cfg.coverage
+    if separate_expert and method == "supervised":
+        raise ValueError("--expert-coverage needs pre-training; --method supervised has none")
     t0 = time.perf_counter()
     ds = data.DSADS.load(root, subjects, cache_dir)
     x, y = ds.segments(subjects)
@@ -89,15 +93,25 @@ def release(
     seed_everything(seed)
     model = build_model(mean, std, widths, head_hidden, centre_mag)
     history: list = []
+    expert_pre_cfg = replace(pre_cfg, coverage=expert_coverage) if separate_expert else None
+    pretrained = None
     if method != "supervised":
         windows = ds.sliding_windows(subjects, hop)
         print(f"pre-training on {len(windows)} unlabelled windows from {subjects}", flush=True)
         history = pretrain(model, windows, pre_cfg, seed, run_dir / "release_pretrain.pt", desc="release pretrain")
+        if expert_pre_cfg is not None:
+            # Same seed and the same amount of randomness as the first pre-training, so the expert's start
+            # equals a plain release's at that coverage and the fine-tunes below are unchanged.
+            seed_everything(seed)
+            pretrained = build_model(mean, std, widths, head_hidden, centre_mag)
+            print(f"pre-training the expert's copy at coverage {expert_coverage:g}", flush=True)
+            pretrain(pretrained, windows, expert_pre_cfg, seed, run_dir / "release_pretrain_expert.pt", desc="release expert pretrain")
         del windows
     else:
         clf_cfg = replace(clf_cfg, pretrained_lr_scale=1.0)  # nothing pre-trained
     t1 = time.perf_counter()
-    pretrained = fresh_copy(model) if no_mag_expert else None
+    if no_mag_expert and pretrained is None:
+        pretrained = fresh_copy(model)
     info = train_classifier(model, x, y, clf_cfg, modality_groups(), seed + 11, frozen=(method == "probe"), desc="release head")
     expert_info: dict = {}
     mag = data.modalities_of_sensor("mag")
@@ -118,7 +132,11 @@ def release(
         "pretrain": {**asdict(pre_cfg), "hop_samples": hop, "epochs_run": len(history)},
         "classifier": asdict(clf_cfg),
         "no_mag_expert": (
-            {"classifier": expert_info["classifier"], "used_when_absent": [data.MODALITIES[i] for i in mag]}
+            {
+                "classifier": expert_info["classifier"],
+                "pretrain_coverage": (expert_pre_cfg or pre_cfg).coverage,
+                "used_when_absent": [data.MODALITIES[i] for i in mag],
+            }
             if expert_info else None
         ),
         "seed": seed,

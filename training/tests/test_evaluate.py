@@ -1,6 +1,9 @@
 """run_fold end to end on random recordings, with tiny models and a handful of steps."""
 
+from dataclasses import replace
+
 import numpy as np
+import torch
 
 from crossl import data
 from crossl.evaluate import run_fold
@@ -17,3 +20,22 @@ def test_a_fold_of_baselines_alone_runs_and_writes_its_partial_results(tmp_path)
     assert fold["pretrain_history"] == [] and fold["timings"]["supervised"]["0.05"]["steps"] == 2
     assert 0.0 <= fold["results"]["supervised"]["0.05"]["all"]["macro_f1"] <= 1.0
     assert (run_dir.parent / "fold_p2.partial.json").is_file() and not run_dir.exists()
+
+
+def test_an_expert_coverage_pretrains_the_experts_start_like_a_plain_run_at_that_coverage(tmp_path):
+    rng = np.random.default_rng(1)
+    ds = data.DSADS({s: rng.standard_normal((19, 60, 125, 45)).astype(np.float32) for s in ("p1", "p2")})
+    pre = PretrainConfig(epochs=1, batch_size=64)
+    clf = ClassifierConfig(min_steps=2, epochs=1, max_passes=128, probe_steps=2)
+    mixed = tmp_path / "mixed"
+    fold = run_fold(ds, "p2", ["p1", "p2"], [1.0], ["crossl_routed"], pre, clf, (4, 6, 8), 0, 500, 0, mixed, expert_coverage=0.5)
+    plain = tmp_path / "plain"
+    run_fold(ds, "p2", ["p1", "p2"], [1.0], ["crossl_probe"], replace(pre, coverage=0.5), clf, (4, 6, 8), 0, 500, 0, plain)
+
+    general, expert = torch.load(mixed / "pretrain_p2.pt"), torch.load(mixed / "pretrain_p2_expert.pt")
+    assert general["key"]["pretrain"]["coverage"] == 0.9 and expert["key"]["pretrain"]["coverage"] == 0.5
+    reference = torch.load(plain / "pretrain_p2.pt")
+    assert expert["key"] == reference["key"]
+    assert all(torch.equal(expert["state"][k], reference["state"][k]) for k in reference["state"])
+    assert not all(torch.equal(general["state"][k], reference["state"][k]) for k in reference["state"])
+    assert 0.0 <= fold["results"]["crossl_routed"]["1"]["no_mag"]["macro_f1"] <= 1.0
