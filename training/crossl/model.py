@@ -156,9 +156,9 @@ class CroSSL(nn.Module):
 
 
 class RoutedCroSSL(nn.Module):
-    """Two fine-tuned CroSSL models (from one pre-training, or the expert's from its own): `general` (trained with modality dropout)
-    answers whenever any of the `route` modalities is present; `expert` (trained with those modalities
-    always absent) answers when all of them are absent. Both respect the presence mask, so an absent
+    """Two fine-tuned CroSSL models (from one pre-training, or the expert's from its own): `general`
+    (trained with modality dropout) answers whenever any of the `route` modalities is present; `expert`
+    (trained with those modalities always absent) answers when all of them are absent. Both respect the presence mask, so an absent
     modality's input still cannot reach the outputs. Why: one small model trained on every dropout shape
     scored far below a dedicated model without magnetometers on some subjects (docs/training.md)."""
 
