@@ -274,7 +274,8 @@ def run(
         settings["expert_pretrain_coverage"] = expert_coverage
     for fold in folds:
         path = out_dir / f"fold_{fold}.json"
-        if path.exists() and json.loads(path.read_text()).get("settings") == settings:
+        # compared as JSON: tuples in the configs (e.g. absent_sensors) read back as lists
+        if path.exists() and json.loads(path.read_text()).get("settings") == json.loads(json.dumps(settings)):
             print(f"[{fold}] done already: {path}", flush=True)
             continue
         t0 = time.perf_counter()

@@ -39,3 +39,31 @@ def test_an_expert_coverage_pretrains_the_experts_start_like_a_plain_run_at_that
     assert all(torch.equal(expert["state"][k], reference["state"][k]) for k in reference["state"])
     assert not all(torch.equal(general["state"][k], reference["state"][k]) for k in reference["state"])
     assert 0.0 <= fold["results"]["crossl_routed"]["1"]["no_mag"]["macro_f1"] <= 1.0
+
+
+def test_a_rerun_skips_the_folds_already_written_with_the_same_settings(tmp_path, monkeypatch):
+    from crossl import evaluate
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "dsads"
+    (root / "data" / "a01").mkdir(parents=True)  # the layout check; the recordings come from the cache
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for s in ("p1", "p2"):
+        np.save(data._cache_file(root, s, cache), rng.standard_normal((19, 60, 125, 45)).astype(np.float32))
+    clf = ClassifierConfig(min_steps=2, epochs=1)
+
+    def run(settings_seed: int) -> None:
+        evaluate.run(
+            root, ["p2"], ["p1", "p2"], tmp_path / "out", [0.05], ["supervised"], PretrainConfig(), clf, (4, 6, 8), 0,
+            100, settings_seed, cache, "test", run_dir=tmp_path / "runs",
+        )  # fmt: skip
+
+    run(0)
+    written = (tmp_path / "out" / "fold_p2.json").read_text()
+    calls = []
+    monkeypatch.setattr(evaluate, "run_fold", lambda *a, **k: calls.append(a) or {"results": {}})
+    run(0)  # same settings: nothing runs again
+    assert calls == [] and (tmp_path / "out" / "fold_p2.json").read_text() == written
+    run(1)  # another seed is another experiment: the fold runs again
+    assert len(calls) == 1
