@@ -17,6 +17,12 @@ from .model import CroSSL, RoutedCroSSL, build_from_config
 from .train import ClassifierConfig, PretrainConfig, fresh_copy, pretrain, seed_everything, train_classifier
 
 
+def _machine() -> str:
+    """Where the training ran, for the manifest (train.device() picks CUDA when present)."""
+    cpu = f"{platform.machine()} CPU, torch threads={torch.get_num_threads()}, torch {torch.__version__}"
+    return f"{torch.cuda.get_device_name()} GPU + {cpu}" if torch.cuda.is_available() else cpu
+
+
 def save_checkpoint(model: CroSSL, path: Path, **extra) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "config": model.config, **extra}, path)
@@ -143,7 +149,7 @@ def release(
         "pretrain_seconds": round(t1 - t0, 1),
         "classifier_seconds": round(info["seconds"] + expert_info.get("seconds", 0.0), 1),
         "total_seconds": round(time.perf_counter() - t0, 1),
-        "machine": f"{platform.machine()} CPU, torch threads={torch.get_num_threads()}, torch {torch.__version__}",
+        "machine": _machine(),
         "normalisation": "per-channel mean/std of the training subjects, inside the graph"
         + ("; magnetometer channels centred per window first" if centre_mag else ""),
     }
