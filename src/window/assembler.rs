@@ -78,6 +78,8 @@ pub struct DeviceWindows {
     modalities: Vec<ModalityState>,
     last_closed_end: Option<i64>,
     last_seen: i64,
+    /// A declaration came after the device's last chunk: it speaks for the timeline that comes next.
+    declared_since_chunk: bool,
 }
 
 /// Upper bound of windows closed in one call, so one device cannot stall the caller.
@@ -106,6 +108,7 @@ impl DeviceWindows {
             window_nanos,
             modalities,
             last_closed_end: None,
+            declared_since_chunk: false,
             last_seen: now,
         }
     }
@@ -125,11 +128,16 @@ impl DeviceWindows {
         self.modalities.iter().map(|m| m.last_heard)
     }
 
-    /// Declares that the device will send these modalities (indices into the manifest): windows wait for
-    /// them as if they had just been heard from.
+    /// Declares that the device sends these modalities and no others (indices into the manifest): windows
+    /// wait for them as if they had just been heard from, and no longer for one left out (a device back
+    /// with fewer sensors would otherwise hold its windows until that one went stale). An empty list only
+    /// registers the device.
     pub fn declare(&mut self, modalities: &[usize], now: i64) {
-        for &m in modalities {
-            self.modalities[m].last_heard = Some(now);
+        if !modalities.is_empty() {
+            for (m, state) in self.modalities.iter_mut().enumerate() {
+                state.last_heard = modalities.contains(&m).then_some(now);
+            }
+            self.declared_since_chunk = true;
         }
         self.last_seen = now;
     }
@@ -148,6 +156,14 @@ impl DeviceWindows {
             if last_sample < newest - self.window_nanos {
                 outcome.clock_jump = true;
                 self.reset_timeline();
+                if !self.declared_since_chunk {
+                    // The old timeline's modalities say nothing about the new one: each counts again
+                    // once it sends (or a hello declares it), so windows do not wait for a sensor
+                    // that is gone.
+                    for s in &mut self.modalities {
+                        s.last_heard = None;
+                    }
+                }
             } else if start > newest + self.window_nanos {
                 outcome.clock_jump = true;
             }
@@ -165,6 +181,7 @@ impl DeviceWindows {
         }
         state.prev_chunk = Some((start, n_rows));
         state.last_heard = Some(now);
+        self.declared_since_chunk = false;
         // Late = too old for any window still open: before the next window's start (less the
         // interpolation reach). Older-than-closed samples inside it still serve the next windows.
         let drop_before = self.last_closed_end.map(|lc| {

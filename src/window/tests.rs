@@ -135,6 +135,84 @@ fn backward_clock_jump_resets_the_device_timeline() {
     assert_eq!(out.last().map(|w| w.end_unix_nanos), Some(1003 * SEC));
 }
 
+/// A device that streamed acc and gyro on an old timeline (100 s…103 s, server time 0).
+fn device_with_an_old_timeline() -> DeviceWindows {
+    let mut d = DeviceWindows::new(manifest(), WindowPolicy::default(), 0);
+    d.push(ACC, 100 * SEC, &rows(0, 30, 3), 0);
+    d.push(GYRO, 100 * SEC, &rows(0, 15, 2), 0);
+    d.close_ready(0, &mut Vec::new());
+    d
+}
+
+#[test]
+fn after_a_backward_clock_jump_only_modalities_sent_again_hold_windows() {
+    // The device comes back (clock reset to 10 s) with acc only, while gyro is not yet stale.
+    let mut d = device_with_an_old_timeline();
+    assert!(d.push(ACC, 10 * SEC, &rows(0, 30, 3), SEC).clock_jump);
+    let mut out = Vec::new();
+    d.close_ready(SEC, &mut out);
+    let ends: Vec<i64> = out.iter().map(|w| w.end_unix_nanos / SEC).collect();
+    assert_eq!(
+        ends,
+        vec![12, 13],
+        "closed by data: the old gyro does not hold them"
+    );
+    assert!(
+        out.iter()
+            .all(|w| !w.by_lateness && w.input.present == vec![true, false])
+    );
+    // gyro counts again as soon as it sends
+    d.push(GYRO, 13 * SEC, &rows(0, 5, 2), SEC);
+    d.push(ACC, 13 * SEC, &rows(30, 5, 3), SEC);
+    let mut out = Vec::new();
+    d.close_ready(SEC, &mut out);
+    assert!(
+        out.is_empty(),
+        "14 s waits for gyro's samples up to its end"
+    );
+}
+
+#[test]
+fn a_hello_before_the_jump_speaks_for_the_new_timeline() {
+    let mut d = device_with_an_old_timeline();
+    d.declare(&[ACC, GYRO], SEC);
+    assert!(d.push(ACC, 10 * SEC, &rows(0, 30, 3), SEC).clock_jump);
+    let mut out = Vec::new();
+    d.close_ready(SEC, &mut out);
+    assert!(
+        out.is_empty(),
+        "gyro was declared for the new timeline, so windows wait for it"
+    );
+}
+
+#[test]
+fn a_hello_replaces_the_declared_modalities() {
+    let policy = WindowPolicy::default();
+    let mut d = DeviceWindows::new(manifest(), policy, 0);
+    d.declare(&[ACC, GYRO], 0);
+    d.push(ACC, 0, &rows(0, 30, 3), 0);
+    let mut out = Vec::new();
+    d.close_ready(0, &mut out);
+    assert!(out.is_empty(), "gyro was declared, so windows wait for it");
+    d.declare(&[ACC], 0);
+    d.close_ready(0, &mut out);
+    assert_eq!(
+        out.iter()
+            .map(|w| w.end_unix_nanos / SEC)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert!(out.iter().all(|w| !w.by_lateness));
+    // an empty hello only registers the device: what was declared stays
+    let mut d = DeviceWindows::new(manifest(), policy, 0);
+    d.declare(&[ACC, GYRO], 0);
+    d.declare(&[], 0);
+    d.push(ACC, 0, &rows(0, 30, 3), 0);
+    let mut out = Vec::new();
+    d.close_ready(0, &mut out);
+    assert!(out.is_empty());
+}
+
 #[test]
 fn overlapping_successive_chunks_are_a_rate_mismatch() {
     let mut d = DeviceWindows::new(manifest(), WindowPolicy::default(), 0);
