@@ -144,32 +144,28 @@ fn device_with_an_old_timeline() -> DeviceWindows {
     d
 }
 
+/// Ends (in seconds) of the windows that close at server time `now`, all by data.
+fn closed_by_data(d: &mut DeviceWindows, now: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    d.close_ready(now, &mut out);
+    assert!(out.iter().all(|w| !w.by_lateness));
+    out.iter().map(|w| w.end_unix_nanos / SEC).collect()
+}
+
 #[test]
 fn after_a_backward_clock_jump_only_modalities_sent_again_hold_windows() {
     // The device comes back (clock reset to 10 s) with acc only, while gyro is not yet stale.
     let mut d = device_with_an_old_timeline();
     assert!(d.push(ACC, 10 * SEC, &rows(0, 30, 3), SEC).clock_jump);
-    let mut out = Vec::new();
-    d.close_ready(SEC, &mut out);
-    let ends: Vec<i64> = out.iter().map(|w| w.end_unix_nanos / SEC).collect();
     assert_eq!(
-        ends,
+        closed_by_data(&mut d, SEC),
         vec![12, 13],
-        "closed by data: the old gyro does not hold them"
+        "the old gyro does not hold them"
     );
-    assert!(
-        out.iter()
-            .all(|w| !w.by_lateness && w.input.present == vec![true, false])
-    );
-    // gyro counts again as soon as it sends
-    d.push(GYRO, 13 * SEC, &rows(0, 5, 2), SEC);
-    d.push(ACC, 13 * SEC, &rows(30, 5, 3), SEC);
-    let mut out = Vec::new();
-    d.close_ready(SEC, &mut out);
-    assert!(
-        out.is_empty(),
-        "14 s waits for gyro's samples up to its end"
-    );
+    // gyro counts again as soon as it sends: acc reaches 13.9 s, gyro only 13.4 s, so 14 s waits
+    d.push(GYRO, 13 * SEC, &rows(0, 3, 2), SEC);
+    d.push(ACC, 13 * SEC, &rows(30, 10, 3), SEC);
+    assert!(closed_by_data(&mut d, SEC).is_empty());
 }
 
 #[test]
@@ -177,40 +173,26 @@ fn a_hello_before_the_jump_speaks_for_the_new_timeline() {
     let mut d = device_with_an_old_timeline();
     d.declare(&[ACC, GYRO], SEC);
     assert!(d.push(ACC, 10 * SEC, &rows(0, 30, 3), SEC).clock_jump);
-    let mut out = Vec::new();
-    d.close_ready(SEC, &mut out);
     assert!(
-        out.is_empty(),
+        closed_by_data(&mut d, SEC).is_empty(),
         "gyro was declared for the new timeline, so windows wait for it"
     );
 }
 
 #[test]
 fn a_hello_replaces_the_declared_modalities() {
-    let policy = WindowPolicy::default();
-    let mut d = DeviceWindows::new(manifest(), policy, 0);
+    let mut d = DeviceWindows::new(manifest(), WindowPolicy::default(), 0);
     d.declare(&[ACC, GYRO], 0);
     d.push(ACC, 0, &rows(0, 30, 3), 0);
-    let mut out = Vec::new();
-    d.close_ready(0, &mut out);
-    assert!(out.is_empty(), "gyro was declared, so windows wait for it");
+    assert!(closed_by_data(&mut d, 0).is_empty(), "gyro was declared");
     d.declare(&[ACC], 0);
-    d.close_ready(0, &mut out);
-    assert_eq!(
-        out.iter()
-            .map(|w| w.end_unix_nanos / SEC)
-            .collect::<Vec<_>>(),
-        vec![2, 3]
-    );
-    assert!(out.iter().all(|w| !w.by_lateness));
+    assert_eq!(closed_by_data(&mut d, 0), vec![2, 3]);
     // an empty hello only registers the device: what was declared stays
-    let mut d = DeviceWindows::new(manifest(), policy, 0);
+    let mut d = DeviceWindows::new(manifest(), WindowPolicy::default(), 0);
     d.declare(&[ACC, GYRO], 0);
     d.declare(&[], 0);
     d.push(ACC, 0, &rows(0, 30, 3), 0);
-    let mut out = Vec::new();
-    d.close_ready(0, &mut out);
-    assert!(out.is_empty());
+    assert!(closed_by_data(&mut d, 0).is_empty());
 }
 
 #[test]
