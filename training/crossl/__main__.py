@@ -201,12 +201,13 @@ def main(argv: list[str] | None = None) -> None:
         from . import evaluate, report
 
         pre, clf, widths = _configs(a)
-        evaluate.run(
+        # the report covers every fold of this experiment in --out, so parallel per-fold runs end complete
+        folds = evaluate.run(
             a.data, a.folds, a.subjects, a.out, a.label_percents, a.methods, pre, clf, widths,
             a.head_hidden, a.hop, a.seed, a.cache_dir, command, not a.no_centre_mag,
             a.run_dir / "loso", a.expert_coverage,
         )  # fmt: skip
-        report.write(a.out, a.out, folds=a.folds)
+        report.write(a.out, a.out, folds=folds)
     elif a.cmd == "report":
         from . import report
 

@@ -251,8 +251,10 @@ def run(
     centre_mag: bool = True,
     run_dir: Path | None = None,
     expert_coverage: float | None = None,
-) -> None:
-    """Fold JSONs go to out_dir; pre-training checkpoints (large, reusable) to run_dir (default out_dir)."""
+) -> list[str]:
+    """Fold JSONs go to out_dir; pre-training checkpoints (large, reusable) to run_dir (default out_dir).
+    Returns every fold in out_dir of this experiment (folds written by other invocations with other --folds
+    included, other settings left out), for the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = data.DSADS.load(root, subjects, cache_dir)
     settings = {
@@ -274,8 +276,7 @@ def run(
         settings["expert_pretrain_coverage"] = expert_coverage
     for fold in folds:
         path = out_dir / f"fold_{fold}.json"
-        # compared as JSON: tuples in the configs (e.g. absent_sensors) read back as lists
-        if path.exists() and json.loads(path.read_text()).get("settings") == json.loads(json.dumps(settings)):
+        if path.exists() and _experiment(json.loads(path.read_text()).get("settings", {})) == _experiment(settings):
             print(f"[{fold}] done already: {path}", flush=True)
             continue
         t0 = time.perf_counter()
@@ -284,3 +285,14 @@ def run(
         result["seconds"] = time.perf_counter() - t0
         path.write_text(json.dumps(result, indent=1))
         print(f"[{fold}] wrote {path} ({result['seconds']:.0f}s)", flush=True)
+    return sorted(
+        f["test_subject"]
+        for f in (json.loads(p.read_text()) for p in out_dir.glob("fold_*.json") if not p.name.endswith(".partial.json"))
+        if _experiment(f.get("settings", {})) == _experiment(settings)
+    )
+
+
+def _experiment(settings: dict) -> dict:
+    """What makes two fold results one experiment: the settings but the command line (which names the folds
+    run by that invocation, and local paths), compared as JSON (tuples in the configs read back as lists)."""
+    return {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "command"}

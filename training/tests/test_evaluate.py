@@ -41,7 +41,7 @@ def test_an_expert_coverage_pretrains_the_experts_start_like_a_plain_run_at_that
     assert 0.0 <= fold["results"]["crossl_routed"]["1"]["no_mag"]["macro_f1"] <= 1.0
 
 
-def test_a_rerun_skips_the_folds_already_written_with_the_same_settings(tmp_path, monkeypatch):
+def test_a_rerun_skips_done_folds_and_reports_every_fold_of_the_experiment(tmp_path, monkeypatch):
     from crossl import evaluate
 
     rng = np.random.default_rng(2)
@@ -53,17 +53,19 @@ def test_a_rerun_skips_the_folds_already_written_with_the_same_settings(tmp_path
         np.save(data._cache_file(root, s, cache), rng.standard_normal((19, 60, 125, 45)).astype(np.float32))
     clf = ClassifierConfig(min_steps=2, epochs=1)
 
-    def run(settings_seed: int) -> None:
-        evaluate.run(
-            root, ["p2"], ["p1", "p2"], tmp_path / "out", [0.05], ["supervised"], PretrainConfig(), clf, (4, 6, 8), 0,
-            100, settings_seed, cache, "test", run_dir=tmp_path / "runs",
+    def run(folds: list[str], seed: int) -> list[str]:
+        return evaluate.run(
+            root, folds, ["p1", "p2"], tmp_path / "out", [0.05], ["supervised"], PretrainConfig(), clf, (4, 6, 8),
+            0, 100, seed, cache, f"evaluate --folds {','.join(folds)} --seed {seed}", run_dir=tmp_path / "runs",
         )  # fmt: skip
 
-    run(0)
+    assert run(["p2"], 0) == ["p2"]
     written = (tmp_path / "out" / "fold_p2.json").read_text()
+    assert run(["p1"], 0) == ["p1", "p2"], "another invocation's fold of the same experiment is reported too"
     calls = []
-    monkeypatch.setattr(evaluate, "run_fold", lambda *a, **k: calls.append(a) or {"results": {}})
-    run(0)  # same settings: nothing runs again
+    real_run_fold = evaluate.run_fold
+    monkeypatch.setattr(evaluate, "run_fold", lambda *a, **k: calls.append(a[1]) or real_run_fold(*a, **k))
+    assert run(["p1", "p2"], 0) == ["p1", "p2"]  # same settings, another command line: nothing runs again
     assert calls == [] and (tmp_path / "out" / "fold_p2.json").read_text() == written
-    run(1)  # another seed is another experiment: the fold runs again
-    assert len(calls) == 1
+    assert run(["p2"], 1) == ["p2"], "another seed is another experiment: p2 runs again, p1 (seed 0) is left out"
+    assert calls == ["p2"]
