@@ -285,11 +285,9 @@ def run(
         result["seconds"] = time.perf_counter() - t0
         path.write_text(json.dumps(result, indent=1))
         print(f"[{fold}] wrote {path} ({result['seconds']:.0f}s)", flush=True)
-    return sorted(
-        f["test_subject"]
-        for f in (json.loads(p.read_text()) for p in out_dir.glob("fold_*.json") if not p.name.endswith(".partial.json"))
-        if _experiment(f.get("settings", {})) == _experiment(settings)
-    )
+    from .report import load_folds  # report imports this module
+
+    return [f["test_subject"] for f in load_folds(out_dir) if _experiment(f.get("settings", {})) == _experiment(settings)]
 
 
 def _experiment(settings: dict) -> dict:
