@@ -189,7 +189,8 @@ pub fn window_policy(args: &ServeArgs, manifest: &Manifest) -> WindowPolicy {
     };
     WindowPolicy {
         hop_nanos: hop_nanos.max(1),
-        lateness_nanos: args.lateness_ms as i64 * 1_000_000,
+        out_of_orderness_nanos: args.out_of_orderness_ms as i64 * 1_000_000,
+        stall_timeout_nanos: args.stall_timeout_ms as i64 * 1_000_000,
         min_coverage: args.min_coverage,
         max_gap_samples: args.max_gap_samples,
         stale_nanos: args.modality_stale_ms as i64 * 1_000_000,
@@ -443,9 +444,12 @@ pub async fn launch(
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
-                    _ = interval.tick() => ingest.tick(),
+                    _ = interval.tick() => {}
                     _ = stop.wait_for(|s| *s) => break,
                 }
+                // Walks every device: off the runtime's worker threads.
+                let ingest = ingest.clone();
+                let _ = tokio::task::spawn_blocking(move || ingest.tick()).await;
             }
         })
     };

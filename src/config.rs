@@ -82,9 +82,21 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_HOP_MS")]
     pub hop_ms: Option<u64>,
 
-    /// A window closes at the latest this long (ms, server clock) after its end time.
-    #[arg(long, env = "CROSSL_LATENESS_MS", default_value_t = 500)]
-    pub lateness_ms: u64,
+    /// Bounded out-of-orderness (ms, device time): a device's watermark trails the newest sample it has
+    /// sent by this much, and a window closes once the watermark passes its end, even if a modality is
+    /// still missing data. (Formerly `--lateness-ms`, which compared device time with the server clock.)
+    #[arg(
+        long,
+        alias = "lateness-ms",
+        env = "CROSSL_OUT_OF_ORDERNESS_MS",
+        default_value_t = 2000
+    )]
+    pub out_of_orderness_ms: u64,
+
+    /// A device that has sent no chunk for this long (ms, server clock since the last arrival) is stalled:
+    /// every window its data reaches closes.
+    #[arg(long, env = "CROSSL_STALL_TIMEOUT_MS", default_value_t = 2000)]
+    pub stall_timeout_ms: u64,
 
     /// Fraction of a modality's window grid that must be covered for it to count as present.
     #[arg(long, env = "CROSSL_MIN_COVERAGE", default_value_t = 0.8)]
@@ -119,11 +131,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_RATE_LIMIT_FACTOR", default_value_t = 10.0)]
     pub rate_limit_factor: f64,
 
-    /// Chunks whose start is further than this (seconds) from the server clock are refused (bad_timestamp).
-    #[arg(long, env = "CROSSL_MAX_CLOCK_SKEW_S", default_value_t = 3600)]
+    /// Sanity bound only (windows never compare device time with the server clock): chunks whose start is
+    /// further than this (seconds) from the server clock are refused (bad_timestamp).
+    #[arg(long, env = "CROSSL_MAX_CLOCK_SKEW_S", default_value_t = 86_400)]
     pub max_clock_skew_s: u64,
 
-    /// Period of the background task that closes windows by lateness and evicts idle devices (ms).
+    /// Period of the background task that closes the windows of stalled devices and evicts idle ones (ms).
     #[arg(long, env = "CROSSL_TICK_MS", default_value_t = 50)]
     pub tick_ms: u64,
 

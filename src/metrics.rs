@@ -12,6 +12,12 @@ const SECONDS_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Device clock offset buckets in seconds, symmetric around 0, ±100 ms … ±1 day.
+const OFFSET_BUCKETS: &[f64] = &[
+    -86400.0, -3600.0, -600.0, -60.0, -10.0, -2.0, -0.5, -0.1, 0.0, 0.1, 0.5, 2.0, 10.0, 60.0, 600.0,
+    3600.0, 86400.0,
+];
+
 /// All metric families. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -28,8 +34,13 @@ pub struct Metrics {
     pub predict_rejected: IntCounterVec,
     /// Samples the window assembler dropped, by reason (late, duplicate, clock_jump).
     pub samples_dropped: IntCounterVec,
-    /// Window policy events, by event (clock_jump, rate_mismatch).
+    /// Window policy events, by event (out_of_order, timeline_restart, forward_jump, rate_mismatch).
     pub window_events: IntCounterVec,
+    /// Emitted streaming windows by what closed them (data, watermark, stall, flush).
+    pub window_closes: IntCounterVec,
+    /// Device clock offset per accepted chunk: device time of its last sample − its arrival (server
+    /// clock). Negative for lagging clocks and for buffered or delayed data.
+    pub device_clock_offset_seconds: Histogram,
     /// Streaming windows closed and sent to the batcher.
     pub windows_emitted: IntCounter,
     /// Number of absent modalities per emitted window.
@@ -186,8 +197,20 @@ impl Metrics {
             window_events: counter_vec(
                 &r,
                 "crossl_window_events_total",
-                "Window policy events (clock jumps, rate mismatches)",
+                "Window policy events (out of order, timeline restarts, forward jumps, rate mismatches)",
                 &["event"],
+            ),
+            window_closes: counter_vec(
+                &r,
+                "crossl_window_closes_total",
+                "Emitted streaming windows by what closed them (data, watermark, stall, flush)",
+                &["trigger"],
+            ),
+            device_clock_offset_seconds: histogram(
+                &r,
+                "crossl_device_clock_offset_seconds",
+                "Device time of a chunk's last sample minus its arrival on the server clock",
+                OFFSET_BUCKETS.to_vec(),
             ),
             windows_emitted: counter(
                 &r,
@@ -262,7 +285,7 @@ impl Metrics {
     /// it exists): per transport and modality, and the fixed reasons of refusals, drops and events.
     pub fn preregister(&self, modalities: &[&str]) {
         const TRANSPORTS: [&str; 3] = ["grpc", "websocket", "rest"];
-        const CHUNK_REASONS: [&str; 10] = [
+        const CHUNK_REASONS: [&str; 11] = [
             "bad_device_id",
             "unknown_modality",
             "empty_chunk",
@@ -270,6 +293,7 @@ impl Metrics {
             "too_many_samples",
             "non_finite",
             "bad_timestamp",
+            "late_data",
             "max_devices",
             "rate_limited",
             "unavailable",
@@ -291,8 +315,16 @@ impl Metrics {
         for r in ["late", "duplicate", "buffer_full"] {
             self.samples_dropped.with_label_values(&[r]);
         }
-        for e in ["clock_jump", "rate_mismatch", "out_of_order"] {
+        for e in [
+            "out_of_order",
+            "timeline_restart",
+            "forward_jump",
+            "rate_mismatch",
+        ] {
             self.window_events.with_label_values(&[e]);
+        }
+        for t in crate::window::CloseTrigger::ALL {
+            self.window_closes.with_label_values(&[t.as_str()]);
         }
         for p in ["stream", "predict"] {
             self.end_to_end_latency_seconds.with_label_values(&[p]);

@@ -182,7 +182,8 @@ pub struct BatchingInfo {
 pub struct WindowingInfo {
     pub window_seconds: f64,
     pub hop_ms: u64,
-    pub lateness_ms: u64,
+    pub out_of_orderness_ms: u64,
+    pub stall_timeout_ms: u64,
     pub min_coverage: f64,
     pub max_gap_samples: f64,
     pub modality_stale_ms: u64,
@@ -221,7 +222,8 @@ async fn model(State(core): State<Core>) -> Json<ModelResponse> {
         windowing: WindowingInfo {
             window_seconds: core.manifest.window_seconds,
             hop_ms: (policy.hop_nanos / 1_000_000) as u64,
-            lateness_ms: a.lateness_ms,
+            out_of_orderness_ms: a.out_of_orderness_ms,
+            stall_timeout_ms: a.stall_timeout_ms,
             min_coverage: a.min_coverage,
             max_gap_samples: a.max_gap_samples,
             modality_stale_ms: a.modality_stale_ms,

@@ -21,8 +21,17 @@ pub struct DeviceInfo {
     pub device_id: String,
     /// Server time of the last chunk or hello, unix nanoseconds.
     pub last_seen_unix_nanos: i64,
-    /// End of the last window closed for this device.
+    /// End of the last window closed for this device (device clock).
     pub last_window_end_unix_nanos: Option<i64>,
+    /// Newest sample time the device has sent on its current timeline (device clock).
+    pub newest_sample_unix_nanos: Option<i64>,
+    /// The device's watermark: newest sample time less the allowed out-of-orderness; windows ending at or
+    /// before it are closed (device clock).
+    pub watermark_unix_nanos: Option<i64>,
+    /// Estimated clock offset, device time − arrival time on the server clock, in seconds (the largest
+    /// recent value, since delays only make it smaller). Negative: the device's clock lags the server's or
+    /// its data arrives late (buffered); positive: its clock runs ahead.
+    pub clock_offset_seconds: Option<f64>,
     /// Modalities heard from (or declared), in manifest order.
     pub modalities: Vec<ModalityStatus>,
 }
@@ -38,6 +47,9 @@ pub(super) fn describe(
         device_id: id.to_string(),
         last_seen_unix_nanos: w.last_seen(),
         last_window_end_unix_nanos: w.last_closed_end(),
+        newest_sample_unix_nanos: w.newest_sample(),
+        watermark_unix_nanos: w.watermark(),
+        clock_offset_seconds: w.clock_offset().map(|o| o as f64 / 1e9),
         modalities: manifest
             .modalities
             .iter()

@@ -191,6 +191,9 @@ impl Ingest {
             let outcome = state
                 .windows
                 .push(m, chunk.start_unix_nanos, &chunk.samples, now);
+            if outcome.late_chunk {
+                return Err(late_chunk_error(&state.windows, spec, chunk));
+            }
             state.windows.close_ready(now, &mut closed);
             outcome
         };
@@ -210,19 +213,28 @@ impl Ingest {
                     .inc_by(n as u64);
             }
         }
-        if s.out_of_order > 0 {
-            met.window_events.with_label_values(&["out_of_order"]).inc();
+        if s.accepted > 0 {
+            // Device time of the chunk's last sample against its arrival: the clock offset plus delay.
+            let last = chunk.start_unix_nanos.saturating_add(
+                ((rows.saturating_sub(1)) as f64 * 1e9 / spec.sample_rate_hz).round() as i64,
+            );
+            met.device_clock_offset_seconds
+                .observe((last as f64 - now as f64) / 1e9);
         }
-        if outcome.clock_jump {
-            met.window_events.with_label_values(&["clock_jump"]).inc();
-            tracing::info!(device_id = %chunk.device_id, modality = %spec.name, "device clock jumped");
+        for (happened, event) in [
+            (s.out_of_order > 0, "out_of_order"),
+            (outcome.timeline_restart, "timeline_restart"),
+            (outcome.forward_jump, "forward_jump"),
+            (outcome.rate_mismatch, "rate_mismatch"),
+        ] {
+            if happened {
+                met.window_events.with_label_values(&[event]).inc();
+            }
         }
-        if outcome.rate_mismatch {
-            met.window_events
-                .with_label_values(&["rate_mismatch"])
-                .inc();
+        if outcome.timeline_restart {
+            tracing::info!(device_id = %chunk.device_id, modality = %spec.name, "device timeline restarted after a hello");
         }
-        let windows_closed = self.submit(&chunk.device_id, closed);
+        let windows_closed = self.submit(&chunk.device_id, closed, 0);
         Ok(ChunkReceipt {
             samples_accepted: s.accepted,
             windows_closed,
@@ -309,12 +321,23 @@ impl Ingest {
         Ok(device)
     }
 
-    /// Hands closed windows to the batcher; returns how many it took.
-    fn submit(&self, device_id: &str, closed: Vec<ClosedWindow>) -> usize {
+    /// Hands closed windows to the batcher; returns how many it took. `since_arrival_nanos`: server time
+    /// since the last chunk these windows needed arrived (0 when that chunk closed them), where their
+    /// end-to-end latency starts.
+    fn submit(&self, device_id: &str, closed: Vec<ClosedWindow>, since_arrival_nanos: i64) -> usize {
         let met = &self.inner.metrics;
+        let now = Instant::now();
+        let ready_at = now
+            .checked_sub(std::time::Duration::from_nanos(
+                u64::try_from(since_arrival_nanos).unwrap_or(0),
+            ))
+            .unwrap_or(now);
         let mut taken = 0;
         for w in closed {
             met.windows_emitted.inc();
+            met.window_closes
+                .with_label_values(&[w.trigger.as_str()])
+                .inc();
             let absent = w.input.present.iter().filter(|p| !**p).count();
             met.windows_absent_modalities.observe(absent as f64);
             let job = Job {
@@ -323,7 +346,7 @@ impl Ingest {
                     device_id: device_id.to_string(),
                     window_end_unix_nanos: w.end_unix_nanos,
                 }),
-                ready_at: Instant::now(),
+                ready_at,
                 span: tracing::Span::current(),
             };
             // A refused window is counted by the batcher (queue_full / shutdown); the chunk itself stays accepted.
@@ -334,7 +357,9 @@ impl Ingest {
         taken
     }
 
-    /// Closes windows whose lateness has passed and evicts idle devices. Called periodically.
+    /// Closes the windows of stalled devices and of modalities gone stale, evicts idle devices and prunes
+    /// old predictions. Called periodically; it walks every device, so call it off the async runtime
+    /// (`spawn_blocking`) when there are many.
     pub fn tick(&self) {
         let inner = &*self.inner;
         let now = inner.clock.now_unix_nanos();
@@ -346,15 +371,17 @@ impl Ingest {
             .collect();
         for (id, device) in devices {
             let mut closed = Vec::new();
+            let mut since_arrival = 0;
             if let Ok(mut state) = device.lock() {
                 if now - state.windows.last_seen() > inner.limits.device_idle_timeout_nanos {
                     idle.push(id);
                     continue;
                 }
                 state.windows.close_ready(now, &mut closed);
+                since_arrival = state.windows.last_chunk_at().map_or(0, |at| now - at);
             }
             if !closed.is_empty() {
-                self.submit(&id, closed);
+                self.submit(&id, closed, since_arrival);
             }
         }
         for id in idle {
@@ -376,8 +403,8 @@ impl Ingest {
         inner.metrics.active_devices.set(inner.devices.len() as i64);
     }
 
-    /// Stops accepting data and closes every window that holds data (as if its lateness had passed), so
-    /// accepted samples still reach the batcher before it drains.
+    /// Stops accepting data and closes every window that the devices' data reaches (as if every device had
+    /// stalled), so accepted samples still reach the batcher before it drains.
     pub fn close_and_flush(&self) -> usize {
         let inner = &*self.inner;
         inner.closing.store(true, Ordering::Release);
@@ -386,13 +413,16 @@ impl Ingest {
             .iter()
             .map(|e| (e.key().clone(), Arc::clone(e.value())))
             .collect();
+        let now = inner.clock.now_unix_nanos();
         let mut flushed = 0;
         for (id, device) in devices {
             let mut closed = Vec::new();
+            let mut since_arrival = 0;
             if let Ok(mut state) = device.lock() {
-                state.windows.close_ready(i64::MAX / 4, &mut closed);
+                state.windows.flush(now, &mut closed);
+                since_arrival = state.windows.last_chunk_at().map_or(0, |at| now - at);
             }
-            flushed += self.submit(&id, closed);
+            flushed += self.submit(&id, closed, since_arrival);
         }
         flushed
     }
@@ -430,4 +460,22 @@ impl Ingest {
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
+}
+
+/// The refusal of a chunk that is older than every window of its device still open.
+fn late_chunk_error(
+    windows: &DeviceWindows,
+    spec: &crate::model::ModalitySpec,
+    chunk: &SensorChunk,
+) -> Error {
+    let closed = windows.last_closed_end().unwrap_or_default();
+    Error::invalid(
+        "late_data",
+        format!(
+            "chunk of {:?} for device {:?} (start_unix_nanos {}) is older than every open window: the \
+             device's windows up to {closed} are closed. Time going backwards within a timeline is late \
+             data; send a hello first to start a new timeline (e.g. after a clock reset)",
+            spec.name, chunk.device_id, chunk.start_unix_nanos
+        ),
+    )
 }

@@ -219,7 +219,7 @@ async fn sustained_overspeed_is_rate_limited_without_poisoning_the_device() {
 }
 
 #[tokio::test]
-async fn tick_closes_by_lateness_evicts_idle_devices_and_prunes_old_predictions() {
+async fn tick_closes_stalled_devices_evicts_idle_ones_and_prunes_old_predictions() {
     let h = harness(limits()).await;
     h.ingest
         .hello(Transport::Grpc, "d", &["acc".into(), "gyro".into()])
@@ -229,7 +229,10 @@ async fn tick_closes_by_lateness_evicts_idle_devices_and_prunes_old_predictions(
         .push(Transport::Grpc, chunk("d", "acc", T0 - 2 * SEC, 20, 3, 1.0))
         .expect("ok");
     assert_eq!(r.windows_closed, 0, "gyro was declared: wait for it");
-    h.clock.advance(SEC / 2);
+    h.clock.advance(2 * SEC - 1);
+    h.ingest.tick();
+    assert_eq!(h.metrics.windows_emitted.get(), 0, "not stalled yet");
+    h.clock.advance(1);
     h.ingest.tick();
     wait_for_predictions(&h.store, "d", 1).await;
     assert_eq!(h.metrics.active_devices.get(), 1);
@@ -266,4 +269,74 @@ async fn close_and_flush_runs_pending_windows_then_refuses() {
         .push(Transport::Grpc, chunk("d", "acc", T0, 10, 3, 1.0))
         .unwrap_err();
     assert_eq!(e.kind(), "unavailable");
+}
+
+#[tokio::test]
+async fn a_stray_chunk_from_the_past_is_refused_as_late_and_erases_nothing() {
+    let h = harness(limits()).await;
+    h.ingest
+        .push(Transport::Grpc, chunk("d", "acc", T0 - 3 * SEC, 30, 3, 1.0))
+        .expect("accepted");
+    wait_for_predictions(&h.store, "d", 2).await;
+    let e = h
+        .ingest
+        .push(Transport::Grpc, chunk("d", "acc", T0 - 600 * SEC, 10, 3, 9.0))
+        .unwrap_err();
+    assert_eq!((e.kind(), e.reason()), ("invalid_input", "late_data"));
+    assert!(e.to_string().contains("hello"), "{e}");
+    assert_eq!(
+        h.metrics
+            .chunks_rejected
+            .with_label_values(&["grpc", "late_data"])
+            .get(),
+        1
+    );
+    // The live timeline goes on where it was.
+    let r = h
+        .ingest
+        .push(Transport::Grpc, chunk("d", "acc", T0, 10, 3, 1.0))
+        .expect("accepted");
+    assert_eq!(r.windows_closed, 1);
+    let preds = wait_for_predictions(&h.store, "d", 3).await;
+    assert_eq!(preds[2].window_end_unix_nanos, T0 + SEC);
+    // After a hello the device may start a new timeline in the past.
+    h.ingest.hello(Transport::Grpc, "d", &[]).expect("hello");
+    let r = h
+        .ingest
+        .push(Transport::Grpc, chunk("d", "acc", T0 - 600 * SEC, 30, 3, 2.0))
+        .expect("a new timeline");
+    assert_eq!(r.windows_closed, 2, "the first window of the new timeline is half covered");
+    assert_eq!(
+        h.metrics
+            .window_events
+            .with_label_values(&["timeline_restart"])
+            .get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_clock_offset_is_estimated_and_reported() {
+    let h = harness(limits()).await;
+    // The device's clock is 90 s behind; its chunks arrive 0.3 s and 0.1 s after their last sample.
+    let lag = 90 * SEC;
+    h.ingest
+        .push(Transport::Grpc, chunk("d", "acc", T0 - lag - 1_200_000_000, 10, 3, 1.0))
+        .expect("accepted");
+    h.ingest
+        .push(Transport::Grpc, chunk("d", "acc", T0 - lag - 1_000_000_000, 10, 3, 1.0))
+        .expect("accepted");
+    let info = h.ingest.device_info("d").expect("tracked");
+    let offset = info.clock_offset_seconds.expect("estimated");
+    assert!((offset - (-90.1)).abs() < 1e-6, "{offset}");
+    assert_eq!(info.newest_sample_unix_nanos, Some(T0 - lag - 100_000_000));
+    assert_eq!(
+        info.watermark_unix_nanos,
+        Some(T0 - lag - 100_000_000 - WindowPolicy::default().out_of_orderness_nanos)
+    );
+    let text = h.metrics.render();
+    assert!(
+        text.contains("crossl_device_clock_offset_seconds_bucket{le=\"-60\"} 2"),
+        "{text}"
+    );
 }

@@ -9,10 +9,14 @@ use crate::model::{Manifest, ModelInput};
 /// Knobs of window assembly (from `ServeArgs`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WindowPolicy {
-    /// Distance between window ends; ends are multiples of it since the unix epoch.
+    /// Distance between window ends; ends are multiples of it since the unix epoch (device time).
     pub hop_nanos: i64,
-    /// A window closes at the latest this long after its end, on the server clock.
-    pub lateness_nanos: i64,
+    /// Bounded out-of-orderness: a device's watermark trails the newest sample it has sent by this much,
+    /// and a window closes once the watermark has passed its end.
+    pub out_of_orderness_nanos: i64,
+    /// A device that has sent nothing for this long (server clock, since its last chunk arrived) is
+    /// stalled: every window its data reaches closes.
+    pub stall_timeout_nanos: i64,
     /// Fraction of a modality's grid points that must be covered for it to be present.
     pub min_coverage: f64,
     /// Gaps up to this many periods are bridged by linear interpolation.
@@ -27,7 +31,8 @@ impl Default for WindowPolicy {
     fn default() -> Self {
         Self {
             hop_nanos: 1_000_000_000,
-            lateness_nanos: 500_000_000,
+            out_of_orderness_nanos: 2_000_000_000,
+            stall_timeout_nanos: 2_000_000_000,
             min_coverage: 0.8,
             max_gap_samples: 2.0,
             stale_nanos: 5_000_000_000,
@@ -36,23 +41,55 @@ impl Default for WindowPolicy {
     }
 }
 
+/// What closed a window (a metric label and a field of the window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseTrigger {
+    /// Every active modality's data reached the window's end without a gap.
+    Data,
+    /// The device's watermark (newest sample − out-of-orderness) passed the window's end.
+    Watermark,
+    /// The device sent nothing for the stall timeout (server clock).
+    Stall,
+    /// The service is shutting down.
+    Flush,
+}
+
+impl CloseTrigger {
+    pub const ALL: [Self; 4] = [Self::Data, Self::Watermark, Self::Stall, Self::Flush];
+
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Data => "data",
+            Self::Watermark => "watermark",
+            Self::Stall => "stall",
+            Self::Flush => "flush",
+        }
+    }
+}
+
 /// A closed window with at least one present modality.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClosedWindow {
-    /// The window covers [end − window, end).
+    /// The window covers [end − window, end) in device time.
     pub end_unix_nanos: i64,
     pub input: ModelInput,
-    /// Closed by the lateness tolerance rather than by every active modality reaching its end.
-    pub by_lateness: bool,
+    pub trigger: CloseTrigger,
 }
 
 /// What happened to one chunk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PushOutcome {
     pub samples: InsertStats,
-    /// The chunk ended more than one window before this modality's newest sample (the device clock went
-    /// back: the device's window state was reset), or started more than one window after it (forward).
-    pub clock_jump: bool,
+    /// Every sample of the chunk is older than the device's open windows (time went backwards within its
+    /// timeline): the chunk was refused whole and changed nothing.
+    pub late_chunk: bool,
+    /// The first chunk after a hello went back past the closed windows: the device's timeline restarted
+    /// there (buffers and close position reset).
+    pub timeline_restart: bool,
+    /// The chunk started more than one window after this modality's newest sample; the empty stretch
+    /// between is skipped, not walked.
+    pub forward_jump: bool,
     /// The chunk started inside the nominal span of the previous chunk of the same modality: the device
     /// samples faster than the manifest rate (or its clock runs slow).
     pub rate_mismatch: bool,
@@ -63,23 +100,64 @@ struct ModalityState {
     buffer: ModalityBuffer,
     /// Server time of the last chunk or declaration; drives "recently seen".
     last_heard: Option<i64>,
-    /// Newest sample time ever accepted (survives pruning); drives the data-driven close.
+    /// Newest sample time ever accepted on this timeline (survives pruning); drives the data-driven close.
     newest: Option<i64>,
     /// Start and row count of the previous chunk, for rate checks.
     prev_chunk: Option<(i64, usize)>,
 }
 
-/// Window state of one device.
+/// Estimate of a device's clock offset (device time − arrival time on the server clock). Network and
+/// buffering only ever delay a chunk, so the largest recent `newest sample − arrival` is the best
+/// estimate; the maximum is taken over two rolling spans so it follows a drifting clock.
+#[derive(Clone, Copy, Debug, Default)]
+struct OffsetEstimate {
+    span_start: i64,
+    current: Option<i64>,
+    previous: Option<i64>,
+}
+
+/// Length of one rolling span of the offset estimate (server clock).
+const OFFSET_SPAN_NANOS: i64 = 30_000_000_000;
+
+impl OffsetEstimate {
+    fn observe(&mut self, offset: i64, now: i64) {
+        if now - self.span_start >= OFFSET_SPAN_NANOS {
+            self.previous = self.current.take();
+            self.span_start = now;
+        }
+        self.current = Some(self.current.map_or(offset, |c| c.max(offset)));
+    }
+
+    fn get(&self) -> Option<i64> {
+        match (self.current, self.previous) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Window state of one device. Windows close on the device's own timeline (event time); the server
+/// clock only measures staleness, stalls and idleness since arrivals.
 #[derive(Clone, Debug)]
 pub struct DeviceWindows {
     manifest: Arc<Manifest>,
     policy: WindowPolicy,
     window_nanos: i64,
+    /// Longest sample period of any modality (ns): how far a window's last grid point may lie before its end.
+    max_period: f64,
     modalities: Vec<ModalityState>,
     last_closed_end: Option<i64>,
+    /// Newest sample time on this timeline, over every modality; the watermark trails it.
+    newest: Option<i64>,
+    /// Server time of the last chunk or declaration.
     last_seen: i64,
-    /// A declaration came after the device's last chunk: it speaks for the timeline that comes next.
-    declared_since_chunk: bool,
+    /// Server time of the last accepted chunk.
+    last_chunk_at: Option<i64>,
+    /// A hello came after the last chunk: the next chunk may start a new timeline.
+    hello_pending: bool,
+    /// That hello named modalities (they hold windows on the new timeline).
+    hello_declared: bool,
+    offset: OffsetEstimate,
 }
 
 /// Upper bound of windows closed in one call, so one device cannot stall the caller.
@@ -102,14 +180,27 @@ impl DeviceWindows {
             })
             .collect();
         let window_nanos = (manifest.window_seconds * 1e9).round() as i64;
+        let max_period = manifest
+            .modalities
+            .iter()
+            .map(|m| 1e9 / m.sample_rate_hz)
+            .fold(0.0, f64::max);
         Self {
             manifest,
             policy,
             window_nanos,
+            max_period,
             modalities,
             last_closed_end: None,
-            declared_since_chunk: false,
+            newest: None,
             last_seen: now,
+            last_chunk_at: None,
+            hello_pending: false,
+            hello_declared: false,
+            offset: OffsetEstimate {
+                span_start: now,
+                ..OffsetEstimate::default()
+            },
         }
     }
 
@@ -118,9 +209,31 @@ impl DeviceWindows {
         self.last_seen
     }
 
+    /// Server time of the last accepted chunk.
+    pub fn last_chunk_at(&self) -> Option<i64> {
+        self.last_chunk_at
+    }
+
     /// End of the last closed window.
     pub fn last_closed_end(&self) -> Option<i64> {
         self.last_closed_end
+    }
+
+    /// Newest sample time the device has sent on its current timeline (device clock).
+    pub fn newest_sample(&self) -> Option<i64> {
+        self.newest
+    }
+
+    /// The device's watermark: its newest sample time less the allowed out-of-orderness.
+    pub fn watermark(&self) -> Option<i64> {
+        self.newest
+            .map(|n| n.saturating_sub(self.policy.out_of_orderness_nanos))
+    }
+
+    /// Estimated clock offset, device time − server arrival time (ns); negative for a lagging clock or
+    /// buffered data.
+    pub fn clock_offset(&self) -> Option<i64> {
+        self.offset.get()
     }
 
     /// Per manifest modality: server time it was last heard from.
@@ -128,81 +241,99 @@ impl DeviceWindows {
         self.modalities.iter().map(|m| m.last_heard)
     }
 
-    /// Declares that the device sends these modalities and no others (indices into the manifest): windows
-    /// wait for them as if they had just been heard from, and no longer for one left out (a device back
-    /// with fewer sensors would otherwise hold its windows until that one went stale). An empty list only
-    /// registers the device.
+    /// A hello: declares that the device sends these modalities and no others (indices into the manifest),
+    /// so windows wait for them as if they had just been heard from, and no longer for one left out (a
+    /// device back with fewer sensors would otherwise hold its windows until that one went stale). An empty
+    /// list declares nothing. Either way the device's next chunk may start a new timeline: if it goes back
+    /// past the windows already closed, the device restarts there instead of its data being late.
     pub fn declare(&mut self, modalities: &[usize], now: i64) {
         if !modalities.is_empty() {
             for (m, state) in self.modalities.iter_mut().enumerate() {
                 state.last_heard = modalities.contains(&m).then_some(now);
             }
-            self.declared_since_chunk = true;
         }
+        self.hello_pending = true;
+        self.hello_declared = !modalities.is_empty();
         self.last_seen = now;
     }
 
-    /// Adds a chunk of modality `m` (row-major samples × channels, already validated).
+    /// Samples of modality `m` older than this serve no window that is still open: they are late. Older
+    /// than the last *closed* window's end but inside the next window is still useful (windows overlap
+    /// when hop < window), less the interpolation reach.
+    fn drop_before(&self, m: usize) -> Option<i64> {
+        let spec = &self.manifest.modalities[m];
+        let period = self.modalities[m].buffer.period();
+        self.last_closed_end.map(|lc| {
+            let span = spec.window_samples as f64 * period;
+            (lc + self.policy.hop_nanos)
+                - (span + self.policy.max_gap_samples * period).round() as i64
+        })
+    }
+
+    /// Adds a chunk of modality `m` (row-major samples × channels, already validated) that arrived at
+    /// server time `now`.
     pub fn push(&mut self, m: usize, start: i64, rows: &[f32], now: i64) -> PushOutcome {
         let mut outcome = PushOutcome::default();
-        self.last_seen = now;
-        let manifest = Arc::clone(&self.manifest);
-        let spec = &manifest.modalities[m];
+        let spec = &self.manifest.modalities[m];
         let n_rows = rows.len() / spec.channels;
         let last_sample =
             super::buffer::sample_time(start, n_rows.saturating_sub(1), spec.sample_rate_hz);
-        let state = &mut self.modalities[m];
-        if let Some(newest) = state.newest {
-            if last_sample < newest - self.window_nanos {
-                outcome.clock_jump = true;
-                self.reset_timeline();
-                if !self.declared_since_chunk {
-                    // The old timeline's modalities say nothing about the new one: each counts again
-                    // once it sends (or a hello declares it), so windows do not wait for a sensor
-                    // that is gone.
-                    for s in &mut self.modalities {
-                        s.last_heard = None;
-                    }
-                }
-            } else if start > newest + self.window_nanos {
-                outcome.clock_jump = true;
+        if self.drop_before(m).is_some_and(|limit| last_sample < limit) {
+            if !self.hello_pending {
+                // Time went backwards within the timeline: late data, refused whole. Only a hello may
+                // restart a timeline, so one stray old chunk cannot erase a live device's windows.
+                outcome.late_chunk = true;
+                return outcome;
             }
+            outcome.timeline_restart = true;
+            self.restart_timeline();
         }
+        self.hello_pending = false;
+        self.last_seen = now;
+        self.last_chunk_at = Some(now);
+        let drop_before = self.drop_before(m);
         let state = &mut self.modalities[m];
+        if state
+            .newest
+            .is_some_and(|newest| start > newest + self.window_nanos)
+        {
+            outcome.forward_jump = true;
+        }
         let period = state.buffer.period();
         if let Some((prev_start, prev_rows)) = state.prev_chunk {
             let nominal_end = prev_start as f64 + prev_rows as f64 * period;
             if start > prev_start
                 && (start as f64) < nominal_end - period / 2.0
-                && !outcome.clock_jump
+                && !outcome.forward_jump
             {
                 outcome.rate_mismatch = true;
             }
         }
         state.prev_chunk = Some((start, n_rows));
         state.last_heard = Some(now);
-        self.declared_since_chunk = false;
-        // Late = too old for any window still open: before the next window's start (less the
-        // interpolation reach). Older-than-closed samples inside it still serve the next windows.
-        let drop_before = self.last_closed_end.map(|lc| {
-            let span = spec.window_samples as f64 * period;
-            (lc + self.policy.hop_nanos)
-                - (span + self.policy.max_gap_samples * period).round() as i64
-        });
         outcome.samples = state.buffer.insert(start, rows, drop_before);
         if outcome.samples.accepted > 0 {
             let last = state.buffer.last_time();
             state.newest = state.newest.max(last);
+            self.newest = self.newest.max(state.newest);
+            self.offset.observe(last_sample - now, now);
         }
         outcome
     }
 
-    fn reset_timeline(&mut self) {
+    /// A new timeline: nothing of the old one's data or close position counts any more. Its modalities
+    /// stop holding windows until they send again, unless the hello that opened the new timeline named
+    /// modalities (then its list holds): a device back with fewer sensors is not kept waiting.
+    fn restart_timeline(&mut self) {
         for s in &mut self.modalities {
             s.buffer.clear();
             s.newest = None;
             s.prev_chunk = None;
+            if !self.hello_declared {
+                s.last_heard = None;
+            }
         }
+        self.newest = None;
         self.last_closed_end = None;
     }
 
@@ -210,9 +341,47 @@ impl DeviceWindows {
         (t.div_euclid(self.policy.hop_nanos) + 1) * self.policy.hop_nanos
     }
 
+    /// Every active modality has every sample up to the window's last grid point: not one missing, since a
+    /// missing stretch may be a chunk still in flight (reordered or delayed) that would change the window.
+    /// A window with a gap waits for the watermark (or a stall), then gaps are interpolated or absent.
+    fn data_ready(&self, t: i64, now: i64) -> bool {
+        let mut any_active = false;
+        for (s, spec) in self.modalities.iter().zip(&self.manifest.modalities) {
+            if !s
+                .last_heard
+                .is_some_and(|h| now - h <= self.policy.stale_nanos)
+            {
+                continue;
+            }
+            any_active = true;
+            let period = s.buffer.period();
+            let last_point = t as f64 - period - 0.5;
+            if !s.newest.is_some_and(|nw| nw as f64 >= last_point) {
+                return false;
+            }
+            let from = t - (spec.window_samples as f64 * period).round() as i64;
+            if !s.buffer.gap_free(from, last_point as i64, 1.5 * period) {
+                return false;
+            }
+        }
+        any_active
+    }
+
     /// Closes every window that is ready at server time `now`, oldest first, appending those with at
     /// least one present modality to `out`. Returns the number closed (emitted or not).
     pub fn close_ready(&mut self, now: i64, out: &mut Vec<ClosedWindow>) -> usize {
+        let stalled = self
+            .last_chunk_at
+            .is_some_and(|at| now - at >= self.policy.stall_timeout_nanos);
+        self.close(now, stalled.then_some(CloseTrigger::Stall), out)
+    }
+
+    /// Closes every window that the device's data reaches, as if it had stalled (shutdown).
+    pub fn flush(&mut self, now: i64, out: &mut Vec<ClosedWindow>) -> usize {
+        self.close(now, Some(CloseTrigger::Flush), out)
+    }
+
+    fn close(&mut self, now: i64, stalled: Option<CloseTrigger>, out: &mut Vec<ClosedWindow>) -> usize {
         let mut closed = 0;
         while closed < MAX_CLOSES_PER_CALL {
             let Some(earliest) = self
@@ -228,24 +397,23 @@ impl DeviceWindows {
                 Some(lc) => (lc + self.policy.hop_nanos).max(first_useful),
                 None => first_useful,
             };
-            let active: Vec<&ModalityState> = self
-                .modalities
-                .iter()
-                .filter(|s| {
-                    s.last_heard
-                        .is_some_and(|h| now - h <= self.policy.stale_nanos)
-                })
-                .collect();
-            let data_ready = !active.is_empty()
-                && active.iter().all(|s| {
-                    s.newest
-                        .is_some_and(|nw| nw as f64 >= t as f64 - s.buffer.period() - 0.5)
-                });
-            let time_ready = now >= t.saturating_add(self.policy.lateness_nanos);
-            if !data_ready && !time_ready {
+            let trigger = if self.data_ready(t, now) {
+                CloseTrigger::Data
+            } else if self
+                .watermark()
+                .is_some_and(|w| w >= t)
+            {
+                CloseTrigger::Watermark
+            } else if let Some(stall) = stalled
+                && self
+                    .newest
+                    .is_some_and(|n| n as f64 >= t as f64 - self.max_period - 0.5)
+            {
+                stall
+            } else {
                 break;
-            }
-            if let Some(window) = self.assemble(t, !data_ready) {
+            };
+            if let Some(window) = self.assemble(t, trigger) {
                 out.push(window);
             }
             closed += 1;
@@ -262,7 +430,7 @@ impl DeviceWindows {
     }
 
     /// Resamples every modality onto its grid ending at `end`; `None` when no modality is present.
-    fn assemble(&self, end: i64, by_lateness: bool) -> Option<ClosedWindow> {
+    fn assemble(&self, end: i64, trigger: CloseTrigger) -> Option<ClosedWindow> {
         let mut input = ModelInput::zeros(&self.manifest);
         for (m, (state, spec)) in self
             .modalities
@@ -289,7 +457,7 @@ impl DeviceWindows {
         input.present.iter().any(|&p| p).then_some(ClosedWindow {
             end_unix_nanos: end,
             input,
-            by_lateness,
+            trigger,
         })
     }
 }

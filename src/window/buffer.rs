@@ -118,6 +118,25 @@ impl ModalityBuffer {
         self.values.extend(row.iter().copied());
     }
 
+    /// Whether the samples from the last one at or before `from` up to the first at or after `to` are
+    /// never more than `max_step` ns apart (no hole that data still in flight could fill). False when no
+    /// sample reaches `to`.
+    pub(crate) fn gap_free(&self, from: i64, to: i64, max_step: f64) -> bool {
+        let mut i = self.ts.partition_point(|&x| x < from).saturating_sub(1);
+        let mut prev: Option<i64> = None;
+        while let Some(&t) = self.ts.get(i) {
+            if prev.is_some_and(|p| (t - p) as f64 > max_step) {
+                return false;
+            }
+            if t >= to {
+                return true;
+            }
+            prev = Some(t);
+            i += 1;
+        }
+        false
+    }
+
     /// Drops samples older than `before`.
     pub(crate) fn prune(&mut self, before: i64) {
         let n = self.ts.partition_point(|&x| x < before);

@@ -1,6 +1,7 @@
 //! Per-device, per-modality window assembly driven by the manifest: chunks go into timestamped buffers,
-//! windows on the hop grid close when every active modality has reached their end (or when the lateness
-//! tolerance has passed on the server clock), and are resampled onto each modality's exact grid.
+//! windows on the hop grid close on the device's own timeline (event time) — when every active modality's
+//! data has reached their end, when the device's watermark has passed it, or when the device has stalled —
+//! and are resampled onto each modality's exact grid.
 //! Policy: docs/windowing.md.
 
 mod assembler;
@@ -9,6 +10,6 @@ pub mod clock;
 #[cfg(test)]
 mod tests;
 
-pub use assembler::{ClosedWindow, DeviceWindows, PushOutcome, WindowPolicy};
+pub use assembler::{ClosedWindow, CloseTrigger, DeviceWindows, PushOutcome, WindowPolicy};
 pub use buffer::InsertStats;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -32,7 +32,7 @@ fn one_modality_closes_by_data_on_the_hop_grid() {
     assert_eq!(ends, (2..=10).collect::<Vec<_>>());
     for w in &out {
         assert_eq!(w.input.present, vec![true, false]);
-        assert!(!w.by_lateness);
+        assert_eq!(w.trigger, CloseTrigger::Data);
         let first = (w.end_unix_nanos / SEC * 10 - 20) as f32;
         let block = &w.input.modalities[ACC];
         assert_eq!(block[0], first);
@@ -43,27 +43,61 @@ fn one_modality_closes_by_data_on_the_hop_grid() {
 }
 
 #[test]
-fn a_declared_silent_modality_holds_windows_until_lateness() {
+fn a_declared_silent_modality_holds_windows_until_the_watermark_passes() {
     let policy = WindowPolicy::default();
     let mut d = DeviceWindows::new(manifest(), policy, 0);
     d.declare(&[ACC, GYRO], 0);
-    d.push(ACC, 0, &rows(0, 30, 3), 0);
+    d.push(ACC, 0, &rows(0, 30, 3), 0); // 0 … 2.9 s: watermark 0.9 s
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
     assert!(out.is_empty(), "gyro was declared, so windows wait for it");
-    d.close_ready(2 * SEC + policy.lateness_nanos - 1, &mut out);
-    assert!(out.is_empty());
-    d.close_ready(2 * SEC + policy.lateness_nanos, &mut out);
-    assert_eq!(out.len(), 1);
-    assert!(out[0].by_lateness);
-    assert_eq!(out[0].input.present, vec![true, false]);
-    // Once gyro is stale it no longer holds windows open.
-    let mut out = Vec::new();
-    d.close_ready(policy.stale_nanos + 1, &mut out);
+    assert_eq!(d.watermark(), Some(29 * SEC / 10 - policy.out_of_orderness_nanos));
+    d.push(ACC, 3 * SEC, &rows(30, 20, 3), 0); // … 4.9 s: watermark 2.9 s passes the end 2 s
+    d.close_ready(0, &mut out);
     assert_eq!(
-        out.iter().map(|w| w.end_unix_nanos).collect::<Vec<_>>(),
-        vec![3 * SEC]
+        out.iter().map(|w| (w.end_unix_nanos / SEC, w.trigger)).collect::<Vec<_>>(),
+        vec![(2, CloseTrigger::Watermark)]
     );
+    assert_eq!(out[0].input.present, vec![true, false]);
+}
+
+#[test]
+fn a_stalled_device_closes_every_window_its_data_reaches() {
+    let policy = WindowPolicy::default();
+    let mut d = DeviceWindows::new(manifest(), policy, 0);
+    d.declare(&[ACC, GYRO], 0);
+    d.push(ACC, 0, &rows(0, 50, 3), 0); // 0 … 4.9 s
+    let mut out = Vec::new();
+    d.close_ready(policy.stall_timeout_nanos - 1, &mut out);
+    assert_eq!(out.len(), 1, "only the watermark's window (2 s) so far");
+    d.close_ready(policy.stall_timeout_nanos, &mut out);
+    assert_eq!(
+        out.iter().map(|w| (w.end_unix_nanos / SEC, w.trigger)).collect::<Vec<_>>(),
+        vec![
+            (2, CloseTrigger::Watermark),
+            (3, CloseTrigger::Stall),
+            (4, CloseTrigger::Stall),
+            (5, CloseTrigger::Stall),
+        ],
+        "5 s: its last grid point 4.9 s is held; 6 s would need data the device has not sent"
+    );
+}
+
+#[test]
+fn a_stale_modality_stops_holding_windows() {
+    let policy = WindowPolicy::default();
+    let mut d = DeviceWindows::new(manifest(), policy, 0);
+    d.declare(&[ACC, GYRO], 0);
+    let mut out = Vec::new();
+    for sec in 0..8 {
+        d.push(ACC, sec * SEC, &rows(sec as usize * 10, 10, 3), sec * SEC);
+        d.close_ready(sec * SEC, &mut out);
+    }
+    // Until 5 s gyro (declared, silent) holds windows to the watermark; after that acc's data closes them.
+    let last = out.last().expect("windows");
+    assert_eq!((last.end_unix_nanos, last.trigger), (8 * SEC, CloseTrigger::Data));
+    let ends: Vec<i64> = out.iter().map(|w| w.end_unix_nanos / SEC).collect();
+    assert_eq!(ends, (2..=8).collect::<Vec<_>>(), "every window, in order");
 }
 
 #[test]
@@ -96,43 +130,80 @@ fn late_samples_are_dropped_and_gaps_make_a_modality_absent() {
     );
     // Hole from 3.9 s to 4.5 s (6 periods, too long to bridge): 4.0 … 4.4 s uncovered, so [3 s, 5 s)
     // and [4 s, 6 s) are 75 % covered → absent (not emitted).
+    // A window with a hole waits for the watermark (the hole's data may still be in flight): 5 s closes
+    // by it (watermark 7.4 − 2 = 5.4 s), 6 s waits.
     d.push(ACC, 45 * SEC / 10, &rows(45, 30, 3), 0);
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
     let ends: Vec<i64> = out.iter().map(|w| w.end_unix_nanos / SEC).collect();
-    assert_eq!(ends, vec![4, 7]);
-    // A hole of 2 periods is bridged: 7.5 … 7.9 s then 8.1 s onwards.
+    assert_eq!(ends, vec![4]);
+    // 7.5 … 7.9 s then 8.1 s onwards (watermark 8 s): 6 s closes by the watermark (absent), 7 s and 8 s by
+    // data; 9 s holds the one-sample hole at 8.0 s and waits for the watermark.
     d.push(ACC, 75 * SEC / 10, &rows(75, 5, 3), 0);
     d.push(ACC, 81 * SEC / 10, &rows(81, 20, 3), 0);
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
     let ends: Vec<i64> = out.iter().map(|w| w.end_unix_nanos / SEC).collect();
-    assert_eq!(ends, vec![8, 9, 10]);
+    assert_eq!(ends, vec![7, 8]);
+    // Once the watermark passes 9 s the hole of 2 periods is bridged.
+    d.push(ACC, 101 * SEC / 10, &rows(101, 10, 3), 0);
+    let mut out = Vec::new();
+    d.close_ready(0, &mut out);
     assert_eq!(
-        out[1].input.modalities[ACC][10], 80.0,
+        out.iter().map(|w| (w.end_unix_nanos / SEC, w.trigger)).collect::<Vec<_>>(),
+        vec![(9, CloseTrigger::Watermark)]
+    );
+    assert_eq!(
+        out[0].input.modalities[ACC][10], 80.0,
         "8.0 s interpolated between 7.9 and 8.1"
     );
 }
 
 #[test]
-fn backward_clock_jump_resets_the_device_timeline() {
+fn time_going_back_is_late_data_unless_a_hello_restarts_the_timeline() {
     let mut d = DeviceWindows::new(manifest(), WindowPolicy::default(), 0);
     d.push(ACC, 100 * SEC, &rows(0, 30, 3), 0);
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
     assert_eq!(d.last_closed_end(), Some(103 * SEC));
+    // A stray chunk from the past is refused whole and changes nothing.
     let o = d.push(ACC, 10 * SEC, &rows(0, 30, 3), 0);
-    assert!(o.clock_jump);
-    assert_eq!(o.samples.late, 0, "after the reset nothing is late");
+    assert!(o.late_chunk);
+    assert_eq!(o.samples, InsertStats::default());
+    assert_eq!(d.last_closed_end(), Some(103 * SEC));
+    assert_eq!(d.newest_sample(), Some(1029 * SEC / 10));
+    d.push(ACC, 103 * SEC, &rows(30, 10, 3), 0);
+    let mut out = Vec::new();
+    d.close_ready(0, &mut out);
+    assert_eq!(out.last().map(|w| w.end_unix_nanos), Some(104 * SEC), "the live timeline goes on");
+    // After a hello the device may start over.
+    d.declare(&[], 0);
+    let o = d.push(ACC, 10 * SEC, &rows(0, 30, 3), 0);
+    assert!(o.timeline_restart && !o.late_chunk);
+    assert_eq!(o.samples.late, 0, "after the restart nothing is late");
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
     assert_eq!(out.last().map(|w| w.end_unix_nanos), Some(13 * SEC));
     let o = d.push(ACC, 1000 * SEC, &rows(0, 30, 3), 0);
-    assert!(o.clock_jump, "forward jump is counted too");
+    assert!(o.forward_jump, "forward jump is counted");
     let mut out = Vec::new();
-    // 14 s and 15 s (the old tail), then 1001 s … 1003 s: not the ~990 empty windows in between.
+    // 14 s and 15 s (the old tail, by the watermark), then 1001 s … 1003 s: not the ~990 empty windows
+    // in between.
     assert_eq!(d.close_ready(0, &mut out), 5);
     assert_eq!(out.last().map(|w| w.end_unix_nanos), Some(1003 * SEC));
+}
+
+#[test]
+fn a_hello_whose_next_chunk_continues_the_timeline_restarts_nothing() {
+    let mut d = DeviceWindows::new(manifest(), WindowPolicy::default(), 0);
+    d.push(ACC, 0, &rows(0, 30, 3), 0);
+    d.close_ready(0, &mut Vec::new());
+    // A reconnecting gateway says hello and re-sends its unacknowledged tail (2.5 … 3.4 s).
+    d.declare(&[], SEC);
+    let o = d.push(ACC, 25 * SEC / 10, &rows(25, 10, 3), SEC);
+    assert!(!o.timeline_restart && !o.late_chunk);
+    assert_eq!((o.samples.duplicate, o.samples.accepted), (5, 5));
+    assert_eq!(d.last_closed_end(), Some(3 * SEC));
 }
 
 /// A device that streamed acc and gyro on an old timeline (100 s…103 s, server time 0).
@@ -148,15 +219,16 @@ fn device_with_an_old_timeline() -> DeviceWindows {
 fn closed_by_data(d: &mut DeviceWindows, now: i64) -> Vec<i64> {
     let mut out = Vec::new();
     d.close_ready(now, &mut out);
-    assert!(out.iter().all(|w| !w.by_lateness));
+    assert!(out.iter().all(|w| w.trigger == CloseTrigger::Data));
     out.iter().map(|w| w.end_unix_nanos / SEC).collect()
 }
 
 #[test]
 fn after_a_backward_clock_jump_only_modalities_sent_again_hold_windows() {
-    // The device comes back (clock reset to 10 s) with acc only, while gyro is not yet stale.
+    // The device comes back (hello, clock reset to 10 s) with acc only, while gyro is not yet stale.
     let mut d = device_with_an_old_timeline();
-    assert!(d.push(ACC, 10 * SEC, &rows(0, 30, 3), SEC).clock_jump);
+    d.declare(&[], SEC);
+    assert!(d.push(ACC, 10 * SEC, &rows(0, 30, 3), SEC).timeline_restart);
     assert_eq!(
         closed_by_data(&mut d, SEC),
         vec![12, 13],
@@ -172,7 +244,7 @@ fn after_a_backward_clock_jump_only_modalities_sent_again_hold_windows() {
 fn a_hello_before_the_jump_speaks_for_the_new_timeline() {
     let mut d = device_with_an_old_timeline();
     d.declare(&[ACC, GYRO], SEC);
-    assert!(d.push(ACC, 10 * SEC, &rows(0, 30, 3), SEC).clock_jump);
+    assert!(d.push(ACC, 10 * SEC, &rows(0, 30, 3), SEC).timeline_restart);
     assert!(
         closed_by_data(&mut d, SEC).is_empty(),
         "gyro was declared for the new timeline, so windows wait for it"
@@ -240,7 +312,12 @@ fn run(
     resend: Option<usize>,
 ) -> Vec<ClosedWindow> {
     let manifest = manifest();
-    let mut d = DeviceWindows::new(Arc::clone(&manifest), WindowPolicy::default(), 0);
+    // Only the data closes windows here (the watermark is tested below): the streams may be far apart.
+    let policy = WindowPolicy {
+        out_of_orderness_nanos: 3600 * SEC,
+        ..WindowPolicy::default()
+    };
+    let mut d = DeviceWindows::new(Arc::clone(&manifest), policy, 0);
     d.declare(&[ACC, GYRO], 0);
     let mut out = Vec::new();
     for (i, &(m, from, n)) in chunks.iter().enumerate() {
@@ -254,7 +331,7 @@ fn run(
             d.close_ready(0, &mut out);
         }
     }
-    d.close_ready(i64::MAX / 2, &mut out);
+    d.flush(0, &mut out);
     out
 }
 
@@ -297,6 +374,158 @@ proptest! {
             order.push(queues[q].remove(0));
         }
         let pieces = run(&order, &data, start, resend);
-        prop_assert_eq!(whole, pieces);
+        let content = |w: Vec<ClosedWindow>| {
+            w.into_iter().map(|w| (w.end_unix_nanos, w.input)).collect::<Vec<_>>()
+        };
+        prop_assert_eq!(content(whole), content(pieces));
+    }
+}
+
+// ---- Event time: device clocks, backlogs and delays (server time comes only from the `now` passed in) ----
+
+/// Chunk length of the simulated devices.
+const CHUNK_MS: i64 = 200;
+/// A device-time origin on the hop grid.
+const ORIGIN: i64 = 1_700_000_000 * SEC;
+
+/// The chunks of a device streaming acc (10 Hz) and gyro (5 Hz) for `seconds`, in 200 ms chunks:
+/// (modality, first row, rows, device time just after its last sample), in device-time order.
+fn realtime_chunks(seconds: i64) -> Vec<(usize, usize, usize, i64)> {
+    let mut out = Vec::new();
+    for step in 0..seconds * 1000 / CHUNK_MS {
+        let end = (step + 1) * CHUNK_MS * 1_000_000;
+        out.push((ACC, step as usize * 2, 2, end));
+        out.push((GYRO, step as usize, 1, end));
+    }
+    out
+}
+
+/// Streams `chunks` into a device whose clock is `offset` ahead of the server's; chunk `i` arrives at
+/// server time `arrival(i)` (relative to the origin, must be sorted). The server ticks every 50 ms
+/// until 10 s after the last arrival. Returns every window with its end shifted back onto server time.
+fn stream(
+    policy: WindowPolicy,
+    offset: i64,
+    chunks: &[(usize, usize, usize, i64)],
+    arrival: impl Fn(usize) -> i64,
+) -> Vec<(i64, CloseTrigger, ModelInputRef)> {
+    let manifest = manifest();
+    let server = |t: i64| ORIGIN + t;
+    let mut d = DeviceWindows::new(Arc::clone(&manifest), policy, server(0));
+    d.declare(&[ACC, GYRO], server(0));
+    let mut out = Vec::new();
+    let mut tick = 0;
+    let last = arrival(chunks.len() - 1);
+    for (i, &(m, from, n, _)) in chunks.iter().enumerate() {
+        let at = arrival(i);
+        while tick <= at {
+            d.close_ready(server(tick), &mut out);
+            tick += 50_000_000;
+        }
+        let spec = &manifest.modalities[m];
+        let start = ORIGIN + offset + (from as f64 * 1e9 / spec.sample_rate_hz).round() as i64;
+        let o = d.push(m, start, &rows(from, n, spec.channels)[..], server(at));
+        assert!(!o.late_chunk, "chunk {i} refused as late");
+        d.close_ready(server(at), &mut out);
+    }
+    while tick <= last + 10 * SEC {
+        d.close_ready(server(tick), &mut out);
+        tick += 50_000_000;
+    }
+    out.into_iter()
+        .map(|w| (w.end_unix_nanos - offset - ORIGIN, w.trigger, ModelInputRef(w.input)))
+        .collect()
+}
+
+/// A window's content, compared exactly.
+#[derive(Debug, PartialEq)]
+struct ModelInputRef(crate::model::ModelInput);
+
+/// Ends (seconds after the origin) of the windows, asserting they come in order, one per hop, with both
+/// modalities present.
+fn assert_every_window(windows: &[(i64, CloseTrigger, ModelInputRef)], first: i64, last: i64) {
+    let ends: Vec<i64> = windows.iter().map(|w| w.0).collect();
+    assert_eq!(ends, (first..=last).map(|s| s * SEC).collect::<Vec<_>>());
+    for w in windows {
+        assert_eq!(w.2.0.present, vec![true, true], "window ending at {}", w.0);
+    }
+}
+
+#[test]
+fn device_clocks_far_behind_or_ahead_give_identical_windows() {
+    let chunks = realtime_chunks(20);
+    let in_real_time = |i: usize| chunks[i].3;
+    let reference = stream(WindowPolicy::default(), 0, &chunks, in_real_time);
+    assert_every_window(&reference, 2, 20);
+    for offset_s in [-3600, -60, -2, 2, 60] {
+        let windows = stream(WindowPolicy::default(), offset_s * SEC, &chunks, in_real_time);
+        assert_eq!(windows, reference, "device clock {offset_s} s off");
+    }
+}
+
+#[test]
+fn a_backlog_uploaded_after_60_s_offline_gets_every_window_in_order() {
+    // Streams in real time for 10 s, is offline until 70 s, then uploads its backlog in bursts of 10 s of
+    // data every 0.5 s (70 … 72.5 s) and goes on in real time.
+    let chunks = realtime_chunks(90);
+    let arrival = |i: usize| {
+        let end = chunks[i].3;
+        if end <= 10 * SEC {
+            end
+        } else {
+            end.max(70 * SEC + (end - 1 - 10 * SEC) / (10 * SEC) * SEC / 2)
+        }
+    };
+    for policy in [
+        WindowPolicy::default(),
+        WindowPolicy {
+            stall_timeout_nanos: 200_000_000,
+            ..WindowPolicy::default()
+        },
+    ] {
+        let windows = stream(policy, -2 * SEC, &chunks, arrival);
+        assert_every_window(&windows, 2, 90);
+        let reference = stream(policy, 0, &chunks, |i| chunks[i].3);
+        assert_eq!(
+            windows.iter().map(|w| &w.2).collect::<Vec<_>>(),
+            reference.iter().map(|w| &w.2).collect::<Vec<_>>(),
+            "the backlog's windows equal those streamed live"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Chunks delayed by 0–3 s at random (so reordered within and across modalities) lose no window; with
+    /// an out-of-orderness above the largest delay the windows equal those of an in-order stream.
+    #[test]
+    fn randomly_delayed_and_reordered_chunks_lose_no_window(seed in any::<u64>(), offset_s in -60i64..60) {
+        let chunks = realtime_chunks(30);
+        let mut rng = seed | 1;
+        let mut delayed: Vec<(i64, (usize, usize, usize, i64))> = chunks
+            .iter()
+            .map(|&c| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (c.3 + (rng % 3_000_000_000) as i64, c)
+            })
+            .collect();
+        delayed.sort_by_key(|(at, _)| *at);
+        let arrivals: Vec<i64> = delayed.iter().map(|(at, _)| *at).collect();
+        let order: Vec<_> = delayed.iter().map(|(_, c)| *c).collect();
+        let windows = stream(WindowPolicy::default(), offset_s * SEC, &order, |i| arrivals[i]);
+        // Data delayed past the watermark is missing from (or interpolated in) its windows, but every
+        // window comes, in order.
+        let ends: Vec<i64> = windows.iter().map(|w| w.0 / SEC).collect();
+        prop_assert_eq!(ends, (2..=30).collect::<Vec<_>>());
+        let patient = WindowPolicy { out_of_orderness_nanos: 4 * SEC, ..WindowPolicy::default() };
+        let windows = stream(patient, offset_s * SEC, &order, |i| arrivals[i]);
+        let reference = stream(patient, 0, &chunks, |i| chunks[i].3);
+        prop_assert_eq!(
+            windows.iter().map(|w| (w.0, &w.2)).collect::<Vec<_>>(),
+            reference.iter().map(|w| (w.0, &w.2)).collect::<Vec<_>>()
+        );
     }
 }
