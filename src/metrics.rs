@@ -14,8 +14,8 @@ const SECONDS_BUCKETS: &[f64] = &[
 
 /// Device clock offset buckets in seconds, symmetric around 0, ±100 ms … ±1 day.
 const OFFSET_BUCKETS: &[f64] = &[
-    -86400.0, -3600.0, -600.0, -60.0, -10.0, -2.0, -0.5, -0.1, 0.0, 0.1, 0.5, 2.0, 10.0, 60.0, 600.0,
-    3600.0, 86400.0,
+    -86400.0, -3600.0, -600.0, -60.0, -10.0, -2.0, -0.5, -0.1, 0.0, 0.1, 0.5, 2.0, 10.0, 60.0,
+    600.0, 3600.0, 86400.0,
 ];
 
 /// All metric families. Cheap to share behind an `Arc`.

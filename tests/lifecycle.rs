@@ -99,7 +99,8 @@ async fn shutdown_stops_accepting_then_finishes_queued_work_and_pending_windows(
     let model = bundled_model();
     let golden = golden(&model);
     let mut args = test_args(model);
-    args.lateness_ms = 600_000; // only the shutdown flush closes the pending streaming window
+    args.out_of_orderness_ms = 600_000; // only the shutdown flush closes the pending streaming window
+    args.stall_timeout_ms = 600_000;
     let gate = Arc::new(Mutex::new(()));
     let mut server = launch_server(args.clone(), gated_hooks(&args, Arc::clone(&gate))).await;
     server.ready().await;

@@ -324,7 +324,12 @@ impl Ingest {
     /// Hands closed windows to the batcher; returns how many it took. `since_arrival_nanos`: server time
     /// since the last chunk these windows needed arrived (0 when that chunk closed them), where their
     /// end-to-end latency starts.
-    fn submit(&self, device_id: &str, closed: Vec<ClosedWindow>, since_arrival_nanos: i64) -> usize {
+    fn submit(
+        &self,
+        device_id: &str,
+        closed: Vec<ClosedWindow>,
+        since_arrival_nanos: i64,
+    ) -> usize {
         let met = &self.inner.metrics;
         let now = Instant::now();
         let ready_at = now

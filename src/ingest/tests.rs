@@ -280,7 +280,10 @@ async fn a_stray_chunk_from_the_past_is_refused_as_late_and_erases_nothing() {
     wait_for_predictions(&h.store, "d", 2).await;
     let e = h
         .ingest
-        .push(Transport::Grpc, chunk("d", "acc", T0 - 600 * SEC, 10, 3, 9.0))
+        .push(
+            Transport::Grpc,
+            chunk("d", "acc", T0 - 600 * SEC, 10, 3, 9.0),
+        )
         .unwrap_err();
     assert_eq!((e.kind(), e.reason()), ("invalid_input", "late_data"));
     assert!(e.to_string().contains("hello"), "{e}");
@@ -303,9 +306,15 @@ async fn a_stray_chunk_from_the_past_is_refused_as_late_and_erases_nothing() {
     h.ingest.hello(Transport::Grpc, "d", &[]).expect("hello");
     let r = h
         .ingest
-        .push(Transport::Grpc, chunk("d", "acc", T0 - 600 * SEC, 30, 3, 2.0))
+        .push(
+            Transport::Grpc,
+            chunk("d", "acc", T0 - 600 * SEC, 30, 3, 2.0),
+        )
         .expect("a new timeline");
-    assert_eq!(r.windows_closed, 2, "the first window of the new timeline is half covered");
+    assert_eq!(
+        r.windows_closed, 2,
+        "the first window of the new timeline is half covered"
+    );
     assert_eq!(
         h.metrics
             .window_events
@@ -321,10 +330,16 @@ async fn the_clock_offset_is_estimated_and_reported() {
     // The device's clock is 90 s behind; its chunks arrive 0.3 s and 0.1 s after their last sample.
     let lag = 90 * SEC;
     h.ingest
-        .push(Transport::Grpc, chunk("d", "acc", T0 - lag - 1_200_000_000, 10, 3, 1.0))
+        .push(
+            Transport::Grpc,
+            chunk("d", "acc", T0 - lag - 1_200_000_000, 10, 3, 1.0),
+        )
         .expect("accepted");
     h.ingest
-        .push(Transport::Grpc, chunk("d", "acc", T0 - lag - 1_000_000_000, 10, 3, 1.0))
+        .push(
+            Transport::Grpc,
+            chunk("d", "acc", T0 - lag - 1_000_000_000, 10, 3, 1.0),
+        )
         .expect("accepted");
     let info = h.ingest.device_info("d").expect("tracked");
     let offset = info.clock_offset_seconds.expect("estimated");

@@ -347,9 +347,8 @@ impl DeviceWindows {
     fn data_ready(&self, t: i64, now: i64) -> bool {
         let mut any_active = false;
         for (s, spec) in self.modalities.iter().zip(&self.manifest.modalities) {
-            if !s
-                .last_heard
-                .is_some_and(|h| now - h <= self.policy.stale_nanos)
+            if s.last_heard
+                .is_none_or(|h| now - h > self.policy.stale_nanos)
             {
                 continue;
             }
@@ -381,7 +380,12 @@ impl DeviceWindows {
         self.close(now, Some(CloseTrigger::Flush), out)
     }
 
-    fn close(&mut self, now: i64, stalled: Option<CloseTrigger>, out: &mut Vec<ClosedWindow>) -> usize {
+    fn close(
+        &mut self,
+        now: i64,
+        stalled: Option<CloseTrigger>,
+        out: &mut Vec<ClosedWindow>,
+    ) -> usize {
         let mut closed = 0;
         while closed < MAX_CLOSES_PER_CALL {
             let Some(earliest) = self
@@ -399,10 +403,7 @@ impl DeviceWindows {
             };
             let trigger = if self.data_ready(t, now) {
                 CloseTrigger::Data
-            } else if self
-                .watermark()
-                .is_some_and(|w| w >= t)
-            {
+            } else if self.watermark().is_some_and(|w| w >= t) {
                 CloseTrigger::Watermark
             } else if let Some(stall) = stalled
                 && self

@@ -10,6 +10,6 @@ pub mod clock;
 #[cfg(test)]
 mod tests;
 
-pub use assembler::{ClosedWindow, CloseTrigger, DeviceWindows, PushOutcome, WindowPolicy};
+pub use assembler::{CloseTrigger, ClosedWindow, DeviceWindows, PushOutcome, WindowPolicy};
 pub use buffer::InsertStats;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -51,11 +51,16 @@ fn a_declared_silent_modality_holds_windows_until_the_watermark_passes() {
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
     assert!(out.is_empty(), "gyro was declared, so windows wait for it");
-    assert_eq!(d.watermark(), Some(29 * SEC / 10 - policy.out_of_orderness_nanos));
+    assert_eq!(
+        d.watermark(),
+        Some(29 * SEC / 10 - policy.out_of_orderness_nanos)
+    );
     d.push(ACC, 3 * SEC, &rows(30, 20, 3), 0); // … 4.9 s: watermark 2.9 s passes the end 2 s
     d.close_ready(0, &mut out);
     assert_eq!(
-        out.iter().map(|w| (w.end_unix_nanos / SEC, w.trigger)).collect::<Vec<_>>(),
+        out.iter()
+            .map(|w| (w.end_unix_nanos / SEC, w.trigger))
+            .collect::<Vec<_>>(),
         vec![(2, CloseTrigger::Watermark)]
     );
     assert_eq!(out[0].input.present, vec![true, false]);
@@ -72,7 +77,9 @@ fn a_stalled_device_closes_every_window_its_data_reaches() {
     assert_eq!(out.len(), 1, "only the watermark's window (2 s) so far");
     d.close_ready(policy.stall_timeout_nanos, &mut out);
     assert_eq!(
-        out.iter().map(|w| (w.end_unix_nanos / SEC, w.trigger)).collect::<Vec<_>>(),
+        out.iter()
+            .map(|w| (w.end_unix_nanos / SEC, w.trigger))
+            .collect::<Vec<_>>(),
         vec![
             (2, CloseTrigger::Watermark),
             (3, CloseTrigger::Stall),
@@ -95,7 +102,10 @@ fn a_stale_modality_stops_holding_windows() {
     }
     // Until 5 s gyro (declared, silent) holds windows to the watermark; after that acc's data closes them.
     let last = out.last().expect("windows");
-    assert_eq!((last.end_unix_nanos, last.trigger), (8 * SEC, CloseTrigger::Data));
+    assert_eq!(
+        (last.end_unix_nanos, last.trigger),
+        (8 * SEC, CloseTrigger::Data)
+    );
     let ends: Vec<i64> = out.iter().map(|w| w.end_unix_nanos / SEC).collect();
     assert_eq!(ends, (2..=8).collect::<Vec<_>>(), "every window, in order");
 }
@@ -150,7 +160,9 @@ fn late_samples_are_dropped_and_gaps_make_a_modality_absent() {
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
     assert_eq!(
-        out.iter().map(|w| (w.end_unix_nanos / SEC, w.trigger)).collect::<Vec<_>>(),
+        out.iter()
+            .map(|w| (w.end_unix_nanos / SEC, w.trigger))
+            .collect::<Vec<_>>(),
         vec![(9, CloseTrigger::Watermark)]
     );
     assert_eq!(
@@ -175,7 +187,11 @@ fn time_going_back_is_late_data_unless_a_hello_restarts_the_timeline() {
     d.push(ACC, 103 * SEC, &rows(30, 10, 3), 0);
     let mut out = Vec::new();
     d.close_ready(0, &mut out);
-    assert_eq!(out.last().map(|w| w.end_unix_nanos), Some(104 * SEC), "the live timeline goes on");
+    assert_eq!(
+        out.last().map(|w| w.end_unix_nanos),
+        Some(104 * SEC),
+        "the live timeline goes on"
+    );
     // After a hello the device may start over.
     d.declare(&[], 0);
     let o = d.push(ACC, 10 * SEC, &rows(0, 30, 3), 0);
@@ -433,7 +449,13 @@ fn stream(
         tick += 50_000_000;
     }
     out.into_iter()
-        .map(|w| (w.end_unix_nanos - offset - ORIGIN, w.trigger, ModelInputRef(w.input)))
+        .map(|w| {
+            (
+                w.end_unix_nanos - offset - ORIGIN,
+                w.trigger,
+                ModelInputRef(w.input),
+            )
+        })
         .collect()
 }
 
@@ -458,7 +480,12 @@ fn device_clocks_far_behind_or_ahead_give_identical_windows() {
     let reference = stream(WindowPolicy::default(), 0, &chunks, in_real_time);
     assert_every_window(&reference, 2, 20);
     for offset_s in [-3600, -60, -2, 2, 60] {
-        let windows = stream(WindowPolicy::default(), offset_s * SEC, &chunks, in_real_time);
+        let windows = stream(
+            WindowPolicy::default(),
+            offset_s * SEC,
+            &chunks,
+            in_real_time,
+        );
         assert_eq!(windows, reference, "device clock {offset_s} s off");
     }
 }

@@ -36,6 +36,11 @@ pub struct TestServer {
 /// Starts the bundled model on port 0 (all listeners), after `configure` adjusts the defaults, and waits
 /// until ready. The rate limit is off unless a test sets it: tests send seconds of data at once.
 pub async fn start(configure: impl FnOnce(&mut ServeArgs)) -> TestServer {
+    start_with_hooks(configure, Hooks::default()).await
+}
+
+/// [`start`] with test hooks (a manual clock, a test backend).
+pub async fn start_with_hooks(configure: impl FnOnce(&mut ServeArgs), hooks: Hooks) -> TestServer {
     let mut args = ServeArgs::defaults();
     args.model = repo_path("models/crossl-dsads");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -46,7 +51,7 @@ pub async fn start(configure: impl FnOnce(&mut ServeArgs)) -> TestServer {
     args.warmup_runs = 1;
     configure(&mut args);
     let (tx, rx) = oneshot::channel::<()>();
-    let service = launch(args, Hooks::default(), async move {
+    let service = launch(args, hooks, async move {
         let _ = rx.await;
     })
     .await
