@@ -116,6 +116,12 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
+    /// The simulated devices' clock offset from this machine's clock in ms (negative: behind), to test
+    /// event-time windowing against lagging or leading device clocks. Whole seconds keep window ends on
+    /// chunk boundaries.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub clock_offset_ms: i64,
+
     /// Window length of the served model in seconds (decides which activity a window covers).
     #[arg(long, default_value_t = 5.0)]
     pub window_seconds: f64,
@@ -359,7 +365,8 @@ fn build_schedules(args: &ReplayArgs) -> anyhow::Result<Vec<DeviceSchedule>> {
         schedule::select_modalities(dsads::modalities(), &args.drop_units, &args.drop_sensors)?;
     // Recordings start on the next whole second so window ends (on the server's 1 s hop grid) fall on
     // chunk boundaries.
-    let start = (now_unix_nanos() / 1_000_000_000 + 1) * 1_000_000_000;
+    let start = (now_unix_nanos() / 1_000_000_000 + 1) * 1_000_000_000
+        + args.clock_offset_ms.saturating_mul(1_000_000);
     (0..args.devices)
         .map(|i| {
             let subject = subjects[i % subjects.len()];
