@@ -122,6 +122,15 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub clock_offset_ms: i64,
 
+    /// Simulate an outage with store-and-forward: from this many seconds into the recording, every
+    /// device holds its chunks for `--outage-s`, then uploads the backlog at once and goes on live.
+    #[arg(long, requires = "outage_s")]
+    pub outage_at_s: Option<f64>,
+
+    /// Length of the simulated outage in recording seconds (see `--outage-at-s`).
+    #[arg(long, requires = "outage_at_s")]
+    pub outage_s: Option<f64>,
+
     /// Window length of the served model in seconds (decides which activity a window covers).
     #[arg(long, default_value_t = 5.0)]
     pub window_seconds: f64,
@@ -470,22 +479,39 @@ pub async fn replay(args: &ReplayArgs) -> anyhow::Result<ReplayReport> {
 
     let started = Instant::now();
     // Wall time at which each step had been handed to the connections.
-    let mut step_sent_at = Vec::with_capacity(steps);
+    let mut step_sent_at = vec![started; steps];
     let (mut chunks_sent, mut samples_sent) = (0u64, 0u64);
-    for step in 0..steps {
+    let step_seconds = args.chunk_samples as f64 / SAMPLE_RATE_HZ;
+    let outage = args.outage_at_s.zip(args.outage_s).map(|(at, len)| {
+        let first = (at / step_seconds).ceil() as usize;
+        first..first + (len / step_seconds).ceil() as usize
+    });
+    // Steps held back during the outage, sent (oldest first) with the first step after it.
+    let mut held = Vec::new();
+    // One pass more than there are steps, so an outage running to the end still uploads its backlog.
+    for step in 0..=steps {
         tokio::time::sleep_until((started + step_wall * step as u32).into()).await;
-        for (device, s) in schedules.iter().enumerate() {
-            for chunk in s.chunks(step, args.chunk_samples, args.random_dropout, &mut rng) {
-                chunks_sent += 1;
-                samples_sent += chunk.sample_count() as u64;
-                connections[route[device]]
-                    .chunks
-                    .send(chunk)
-                    .await
-                    .map_err(|_| anyhow::anyhow!("connection for {} closed early", s.device_id))?;
-            }
+        if outage.as_ref().is_some_and(|o| o.contains(&step)) && step < steps {
+            held.push(step);
+            continue;
         }
-        step_sent_at.push(Instant::now());
+        let live = (step < steps).then_some(step);
+        for step in held.drain(..).chain(live) {
+            for (device, s) in schedules.iter().enumerate() {
+                for chunk in s.chunks(step, args.chunk_samples, args.random_dropout, &mut rng) {
+                    chunks_sent += 1;
+                    samples_sent += chunk.sample_count() as u64;
+                    connections[route[device]]
+                        .chunks
+                        .send(chunk)
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!("connection for {} closed early", s.device_id)
+                        })?;
+                }
+            }
+            step_sent_at[step] = Instant::now();
+        }
         while let Ok(event) = inbound_rx.try_recv() {
             absorb(event, &mut received);
         }
