@@ -256,7 +256,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// How a long-lived stream ends when the service stops under it.
 fn shutting_down() -> Status {
-    Error::Unavailable("the service is shutting down".into()).into()
+    Error::Unavailable("server shutting down".into()).into()
 }
 
 fn not_ready() -> Status {
@@ -296,8 +296,10 @@ impl Ingest for IngestService {
 
         let output = async_stream::stream! {
             let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "ingest");
-            let stopped = feed::stopped_serving(core.clone());
-            tokio::pin!(stopped);
+            // Shutdown: the stream stays open through the drain and ends once the flushed windows'
+            // predictions have been routed to it (docs/protocol.md, "Shutdown").
+            let delivered = feed::delivered(core.clone());
+            tokio::pin!(delivered);
             let mut input_open = true;
             let linger_until = tokio::time::sleep(std::time::Duration::MAX / 4);
             tokio::pin!(linger_until);
@@ -316,22 +318,22 @@ impl Ingest for IngestService {
                             linger_until.as_mut().reset(tokio::time::Instant::now() + linger);
                         }
                     },
-                    () = &mut linger_until, if !input_open => break,
-                    () = &mut stopped => {
-                        yield Err(shutting_down());
-                        break;
-                    }
                     prediction = predictions.recv() => match prediction {
                         Some(p) => yield Ok(proto::StreamResponse {
                             kind: Some(ResponseKind::Prediction(prediction_to_proto(&p))),
                         }),
-                        // Closed by the shutdown before `stopped` was seen here: still say why.
-                        None if feed::has_stopped_serving(&core) => {
-                            yield Err(shutting_down());
-                            break;
-                        }
                         None => break,
                     },
+                    () = &mut linger_until, if !input_open => break,
+                    () = &mut delivered => {
+                        while let Some(p) = predictions.try_recv() {
+                            yield Ok(proto::StreamResponse {
+                                kind: Some(ResponseKind::Prediction(prediction_to_proto(&p))),
+                            });
+                        }
+                        yield Err(shutting_down());
+                        break;
+                    }
                 }
             }
         };
@@ -507,15 +509,11 @@ impl Predictions for PredictionsService {
         // buffer moves on without it, and the skipped predictions are counted. Ingest never waits.
         let output = async_stream::stream! {
             let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "feed");
-            let stopped = feed::stopped_serving(core.clone());
-            tokio::pin!(stopped);
+            let delivered = feed::delivered(core.clone());
+            tokio::pin!(delivered);
             loop {
                 tokio::select! {
                     biased;
-                    () = &mut stopped => {
-                        yield Err(shutting_down());
-                        break;
-                    }
                     event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
                         FeedEvent::Prediction(p) if filter.matches(&p.device_id) => yield Ok(prediction_to_proto(&p)),
                         FeedEvent::Prediction(_) | FeedEvent::Skipped(_) => {}
@@ -525,6 +523,16 @@ impl Predictions for PredictionsService {
                         }
                         FeedEvent::Closed => break,
                     },
+                    () = &mut delivered => {
+                        // The drain is over: what the flushed windows produced is already buffered here.
+                        for p in feed::drain_buffered(&core, &mut predictions, TRANSPORT) {
+                            if filter.matches(&p.device_id) {
+                                yield Ok(prediction_to_proto(&p));
+                            }
+                        }
+                        yield Err(shutting_down());
+                        break;
+                    }
                 }
             }
         };

@@ -100,7 +100,7 @@ struct WelcomeModality<'a> {
 
 /// The close frame of a socket whose service is stopping (1001 going away).
 fn shutting_down() -> Message {
-    close(close_code::AWAY, "the service is shutting down")
+    close(close_code::AWAY, "server shutting down")
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -346,13 +346,14 @@ async fn run_device_socket(core: Core, device_id: String, socket: WebSocket) {
         write_device_socket(core.clone(), sink, replies_rx, predictions).in_current_span(),
     );
 
-    // The writer says goodbye on shutdown; the reader must not wait for a client that never answers it.
-    let stopped = feed::stopped_serving(core.clone());
-    tokio::pin!(stopped);
+    // On shutdown the reader keeps reading (new chunks are refused with an error frame) until the drain has
+    // delivered; then the writer says goodbye and the reader must not wait for a client that never answers.
+    let delivered = feed::delivered(core.clone());
+    tokio::pin!(delivered);
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
-            () = &mut stopped => break,
+            () = &mut delivered => break,
         };
         let reply = match frame {
             Some(Ok(Message::Text(text))) => {
@@ -418,25 +419,26 @@ fn apply(core: &Core, device_id: &str, request: Result<DeviceRequest, Error>) ->
 }
 
 /// Sends replies and this device's predictions; ends when the reader is done (after flushing its replies)
-/// or the service stops.
+/// or, on shutdown, once the drain has delivered the flushed windows' predictions (then 1001).
 async fn write_device_socket(
     core: Core,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut replies: mpsc::Receiver<Message>,
     mut predictions: DeviceSubscription,
 ) {
-    let stopped = feed::stopped_serving(core.clone());
-    tokio::pin!(stopped);
+    let delivered = feed::delivered(core.clone());
+    tokio::pin!(delivered);
+    let mut replies_open = true;
     loop {
         let message = tokio::select! {
             biased;
-            // First: on shutdown the reader stops too, and the client must still learn why (1001).
-            () = &mut stopped => shutting_down(),
-            reply = replies.recv() => match reply {
+            reply = replies.recv(), if replies_open => match reply {
                 Some(message) => message,
-                // The reader also ends on shutdown, and may see it first: the client must still get 1001.
+                // During the drain the reader may stop first: the flushed predictions and the 1001 still
+                // have to go out.
                 None if feed::has_stopped_serving(&core) => {
-                    shutting_down()
+                    replies_open = false;
+                    continue;
                 }
                 None => break,
             },
@@ -444,6 +446,14 @@ async fn write_device_socket(
                 Some(p) => ServerFrame::Prediction(&p).message(),
                 None => shutting_down(),
             },
+            () = &mut delivered => {
+                while let Some(p) = predictions.try_recv() {
+                    if sink.send(ServerFrame::Prediction(&p).message()).await.is_err() {
+                        return;
+                    }
+                }
+                shutting_down()
+            }
         };
         let closing = matches!(message, Message::Close(_));
         if sink.send(message).await.is_err() || closing {
@@ -496,19 +506,29 @@ async fn run_predictions_socket(core: Core, filter: DeviceFilter, socket: WebSoc
         }
     };
     tokio::pin!(client_gone);
-    let stopped = feed::stopped_serving(core.clone());
-    tokio::pin!(stopped);
+    let delivered = feed::delivered(core.clone());
+    tokio::pin!(delivered);
     loop {
         let message = tokio::select! {
             biased;
             () = &mut client_gone => return,
-            () = &mut stopped => shutting_down(),
             event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
                 FeedEvent::Prediction(p) if filter.matches(&p.device_id) => ServerFrame::Prediction(&p).message(),
                 FeedEvent::Prediction(_) => continue,
                 FeedEvent::Skipped(count) => ServerFrame::Skipped { count }.message(),
                 FeedEvent::Closed => shutting_down(),
             },
+            () = &mut delivered => {
+                // The drain is over: what the flushed windows produced is already buffered here.
+                for p in feed::drain_buffered(&core, &mut predictions, TRANSPORT) {
+                    if filter.matches(&p.device_id)
+                        && sink.send(ServerFrame::Prediction(&p).message()).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                shutting_down()
+            }
         };
         let closing = matches!(message, Message::Close(_));
         let sent = tokio::select! {
