@@ -61,6 +61,8 @@ pub struct Core {
     /// Per-device routing of the live feed for device streams (gRPC Stream, WebSocket device sockets).
     /// Built with `DeviceFeeds::start(&store, metrics.clone())` (spawns its dispatcher task).
     pub feeds: crate::api::feed::DeviceFeeds,
+    /// Which open stream owns each device (takeover policy, per-stream and per-key device caps).
+    pub owners: crate::ingest::owners::DeviceOwners,
     /// Message/frame limits and stream settings of the gRPC and WebSocket adapters.
     pub limits: crate::config::TransportLimits,
     pub batcher: Batcher,
@@ -321,6 +323,10 @@ fn build_core(
         error: None,
     });
     let feeds = crate::api::feed::DeviceFeeds::start(&store, Arc::clone(&metrics));
+    let owners = crate::ingest::owners::DeviceOwners::new(crate::ingest::owners::OwnerLimits {
+        max_devices_per_stream: args.max_devices_per_stream,
+        max_devices_per_key: args.max_devices_per_key,
+    });
     let core = Core {
         manifest,
         ingest,
@@ -328,6 +334,7 @@ fn build_core(
         metrics,
         auth,
         feeds,
+        owners,
         limits,
         batcher,
         health: health_rx,

@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::auth::Grant;
 use crate::app::{Core, Phase};
 use crate::metrics::Metrics;
 use crate::store::{Prediction, PredictionStore};
 
-/// Devices a subscriber wants; empty = every device.
+/// Devices a subscriber wants (empty = every device), within what its API key may read.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceFilter {
     devices: HashSet<String>,
+    grant: Grant,
 }
 
 impl DeviceFilter {
@@ -26,11 +28,23 @@ impl DeviceFilter {
                 .map(|d| d.trim().to_string())
                 .filter(|d| !d.is_empty())
                 .collect(),
+            grant: Grant::open(),
         }
     }
 
+    /// The same filter, limited to the devices `grant` may read.
+    pub fn within(self, grant: Grant) -> Self {
+        Self { grant, ..self }
+    }
+
+    /// The devices named (empty = every device).
+    pub fn devices(&self) -> impl Iterator<Item = &str> {
+        self.devices.iter().map(String::as_str)
+    }
+
     pub fn matches(&self, device_id: &str) -> bool {
-        self.devices.is_empty() || self.devices.contains(device_id)
+        (self.devices.is_empty() || self.devices.contains(device_id))
+            && self.grant.allows(device_id)
     }
 }
 

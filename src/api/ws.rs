@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::auth::{self, Grant};
 use super::feed::{self, DeviceFilter, DeviceSubscription, FeedEvent};
 use crate::app::Core;
 use crate::error::Error;
@@ -24,6 +25,8 @@ use crate::store::Prediction;
 
 /// Metric label of this adapter.
 const TRANSPORT: &str = "websocket";
+/// Close code of a device socket whose device was taken over by a newer stream or socket (private range).
+pub const CLOSE_TAKEN_OVER: u16 = 4409;
 /// Replies (error frames, close) queued per socket before its reader waits for the client.
 const REPLY_BUFFER: usize = 64;
 
@@ -285,8 +288,11 @@ fn is_too_large(e: &axum::Error) -> bool {
 async fn device_socket(
     State(core): State<Core>,
     Path(device_id): Path<String>,
+    grant: Option<Extension<Grant>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // The auth middleware already refused a bound key's foreign device ids (403 before the upgrade).
+    let key = grant.and_then(|Extension(g)| g.key());
     if !core.is_ready() {
         return Error::Unavailable("the service is not ready (starting or shutting down)".into())
             .into_response();
@@ -296,14 +302,20 @@ async fn device_socket(
     upgrade
         .max_frame_size(limit)
         .max_message_size(limit)
-        .on_upgrade(move |socket| run_device_socket(core, device_id, socket).instrument(span))
+        .on_upgrade(move |socket| run_device_socket(core, device_id, key, socket).instrument(span))
 }
 
-async fn run_device_socket(core: Core, device_id: String, socket: WebSocket) {
+async fn run_device_socket(core: Core, device_id: String, key: Option<usize>, socket: WebSocket) {
     let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "ingest");
     let (mut sink, mut stream) = socket.split();
     // Registering validates the id and the device limit; a refused device cannot use this socket at all.
-    if let Err(e) = core.ingest.hello(Transport::WebSocket, &device_id, &[]) {
+    // Connecting is this device's hello: the socket takes the device over from any other stream.
+    let (ownership, mut lost) = core.owners.open(key);
+    let registered = core
+        .ingest
+        .hello(Transport::WebSocket, &device_id, &[])
+        .and_then(|()| ownership.claim(&device_id, true).map(|_| ()));
+    if let Err(e) = registered {
         let code = if matches!(e, Error::Internal(_)) {
             close_code::ERROR
         } else {
@@ -354,6 +366,22 @@ async fn run_device_socket(core: Core, device_id: String, socket: WebSocket) {
         let frame = tokio::select! {
             frame = stream.next() => frame,
             () = &mut delivered => break,
+            Some(lost_device) = lost.recv() => {
+                if !ownership.lost(&lost_device) {
+                    continue;
+                }
+                // A newer stream or socket streams this device now: say so and close (4409).
+                core.metrics.stream_takeovers.with_label_values(&[TRANSPORT]).inc();
+                let e = Error::Conflict {
+                    reason: "taken_over",
+                    message: format!(
+                        "device {device_id:?} was taken over by a newer connection"
+                    ),
+                };
+                let _ = replies.send(ServerFrame::error(&e, None)).await;
+                let _ = replies.send(close(CLOSE_TAKEN_OVER, &e.to_string())).await;
+                break;
+            }
         };
         let reply = match frame {
             Some(Ok(Message::Text(text))) => {
@@ -465,23 +493,22 @@ async fn write_device_socket(
 
 /// `device=a&device=b` or `device=a,b`; empty = every device.
 fn feed_filter(query: Option<&str>) -> DeviceFilter {
-    let devices = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(k, _)| k == "device")
-        .flat_map(|(_, v)| v.split(',').map(str::to_string).collect::<Vec<_>>())
-        .collect::<Vec<_>>();
-    DeviceFilter::new(devices)
+    DeviceFilter::new(auth::feed_devices(query))
 }
 
 async fn predictions_socket(
     State(core): State<Core>,
     RawQuery(query): RawQuery,
+    grant: Option<Extension<Grant>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !core.is_ready() {
         return Error::Unavailable("the service is not ready (starting or shutting down)".into())
             .into_response();
     }
-    let filter = feed_filter(query.as_deref());
+    // Devices named in the query were checked by the auth middleware (403); the rest are filtered here.
+    let filter =
+        feed_filter(query.as_deref()).within(grant.map(|Extension(g)| g).unwrap_or_default());
     let limit = core.limits.ws_max_frame_bytes;
     upgrade
         .max_frame_size(limit)

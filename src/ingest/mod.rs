@@ -3,6 +3,7 @@
 //! transport beyond its name for metrics.
 
 mod devices;
+pub mod owners;
 mod rate;
 #[cfg(test)]
 mod tests;
