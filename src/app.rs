@@ -309,6 +309,7 @@ fn build_core(
             max_clock_skew_nanos: (args.max_clock_skew_s as i64).saturating_mul(1_000_000_000),
             device_idle_timeout_nanos: (args.device_idle_timeout_s as i64)
                 .saturating_mul(1_000_000_000),
+            hello_timeout_nanos: (args.hello_timeout_s as i64).saturating_mul(1_000_000_000),
             prediction_retention_nanos: (args.prediction_retention_s as i64)
                 .saturating_mul(1_000_000_000),
         },

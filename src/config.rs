@@ -107,7 +107,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_PREDICTION_RETENTION_S", default_value_t = 3600)]
     pub prediction_retention_s: u64,
 
-    /// Most devices tracked at once; new ones beyond it are refused.
+    /// A device registered by a hello or an open WebSocket that has sent no data is forgotten after this
+    /// long (seconds); such devices do not hold one of --max-devices (they sit in a separate set of at most
+    /// --max-devices silent devices).
+    #[arg(long, env = "CROSSL_HELLO_TIMEOUT_S", default_value_t = 10)]
+    pub hello_timeout_s: u64,
+
+    /// Most devices sending data at once; new ones beyond it are refused (max_devices). A device takes a
+    /// slot with its first chunk, not with its hello.
     #[arg(long, env = "CROSSL_MAX_DEVICES", default_value_t = 10_000)]
     pub max_devices: usize,
 

@@ -68,6 +68,9 @@ pub struct Metrics {
     /// Work the shutdown drain gave up on at --drain-timeout-ms, by what (windows: queued windows that never
     /// ran; streams: streams or sockets still open, e.g. a client that stopped reading).
     pub drain_dropped: IntCounterVec,
+    /// Hellos accepted without registering the device because the set of silent (no data yet) devices
+    /// was full; the device registers with its first chunk.
+    pub hellos_unregistered: IntCounter,
     /// Device streams that lost a device to a newer stream (takeover), by transport.
     pub stream_takeovers: IntCounterVec,
 }
@@ -264,6 +267,11 @@ impl Metrics {
                 "crossl_drain_dropped_total",
                 "Work dropped when the shutdown drain timed out",
                 &["what"],
+            ),
+            hellos_unregistered: counter(
+                &r,
+                "crossl_hellos_unregistered_total",
+                "Hellos not registered because the set of silent devices was full",
             ),
             stream_takeovers: counter_vec(
                 &r,

@@ -122,3 +122,94 @@ async fn a_second_socket_or_stream_takes_a_websocket_device_over_with_close_4409
     assert_eq!(close.code, CloseCode::from(4409));
     drop(tx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_empty_hellos_cannot_lock_out_a_real_device() {
+    let server = start(|a| {
+        a.max_devices = 100;
+        a.max_devices_per_stream = 2000;
+    })
+    .await;
+    // 10,000 hellos for distinct devices over 5 streams, none of which ever sends data.
+    let mut streams = Vec::new();
+    for s in 0..5 {
+        let (tx, responses) = server.open_stream(1024).await;
+        for i in 0..2000 {
+            tx.send(hello_request(&format!("ghost-{s}-{i}"), &[]))
+                .await
+                .unwrap();
+        }
+        streams.push((tx, responses));
+    }
+    // Every stream read past its hellos: one more that surely fails (beyond the per-stream cap) comes back.
+    for (s, (tx, responses)) in streams.iter_mut().enumerate() {
+        tx.send(hello_request(&format!("ghost-{s}-extra"), &[]))
+            .await
+            .unwrap();
+        loop {
+            let Kind::ChunkError(e) = next_kind(responses).await else {
+                continue;
+            };
+            assert_eq!(e.reason, "max_devices_per_stream", "{e:?}");
+            if e.device_id == format!("ghost-{s}-extra") {
+                break;
+            }
+        }
+    }
+    let m = &server.core.metrics;
+    assert!(
+        m.hellos_unregistered.get() >= 9_900 - 100,
+        "the silent set is bounded"
+    );
+
+    // A real device over WebSocket (connecting is a hello) and one over gRPC stream and get predictions.
+    let t0 = next_second(Duration::ZERO);
+    let seconds = window_seconds(&server.core);
+    let (tx, mut real) = server.open_stream(256).await;
+    tx.send(hello_request("real-grpc", &[])).await.unwrap();
+    let mut ws = ws_connect(&server.ws_url("/v1/ws/devices/real-ws"), None)
+        .await
+        .expect("the socket is accepted");
+    ws_next_json(&mut ws).await.expect("welcome");
+    let mods = modalities(&server.core);
+    for k in 0..seconds {
+        for chunk in second_of_chunks(&server.core, "real-grpc", t0, k) {
+            tx.send(chunk_request(k as u64, chunk)).await.unwrap();
+        }
+        for (chunk, (index, (_, channels, _))) in second_of_chunks(&server.core, "real-ws", t0, k)
+            .iter()
+            .zip(mods.iter().enumerate())
+        {
+            use futures::SinkExt;
+            let frame = binary_frame(
+                index as u16,
+                chunk.start_unix_nanos,
+                &chunk.samples,
+                *channels,
+            );
+            ws.send(WsMessage::Binary(frame.into())).await.unwrap();
+        }
+    }
+    let last = t0 + seconds as i64 * SECOND;
+    loop {
+        match next_kind(&mut real).await {
+            Kind::Prediction(p) if p.window_end_unix_nanos == last => break,
+            Kind::Prediction(_) => {}
+            Kind::ChunkError(e) => panic!("real device refused: {e:?}"),
+        }
+    }
+    loop {
+        let frame = ws_next_json(&mut ws).await.expect("socket open");
+        assert_ne!(frame["type"], "error", "{frame}");
+        if frame["type"] == "prediction" && frame["window_end_unix_nanos"].as_i64() == Some(last) {
+            break;
+        }
+    }
+    assert_eq!(
+        server
+            .metric("crossl_chunks_rejected_total", &[("reason", "max_devices")])
+            .await,
+        0.0
+    );
+    drop((tx, streams));
+}
