@@ -1,6 +1,7 @@
 //! Wiring: builds the [`Core`] (manifest → ingest → window → batch → infer → store), serves the HTTP,
-//! gRPC and metrics listeners, and runs the shutdown sequence (not ready → stop accepting → drain the
-//! queue → finish in-flight batches → close listeners).
+//! gRPC and metrics listeners, and runs the shutdown sequence (not ready → refuse new data → flush open
+//! windows → drain the queue and the workers → deliver the predictions on the still-open streams → end
+//! the streams with a status → close listeners).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,6 +61,8 @@ pub struct Core {
     /// Per-device routing of the live feed for device streams (gRPC Stream, WebSocket device sockets).
     /// Built with `DeviceFeeds::start(&store, metrics.clone())` (spawns its dispatcher task).
     pub feeds: crate::api::feed::DeviceFeeds,
+    /// Which open stream owns each device (takeover policy, per-stream and per-key device caps).
+    pub owners: crate::ingest::owners::DeviceOwners,
     /// Message/frame limits and stream settings of the gRPC and WebSocket adapters.
     pub limits: crate::config::TransportLimits,
     pub batcher: Batcher,
@@ -307,6 +310,7 @@ fn build_core(
             max_clock_skew_nanos: (args.max_clock_skew_s as i64).saturating_mul(1_000_000_000),
             device_idle_timeout_nanos: (args.device_idle_timeout_s as i64)
                 .saturating_mul(1_000_000_000),
+            hello_timeout_nanos: (args.hello_timeout_s as i64).saturating_mul(1_000_000_000),
             prediction_retention_nanos: (args.prediction_retention_s as i64)
                 .saturating_mul(1_000_000_000),
         },
@@ -321,6 +325,10 @@ fn build_core(
         error: None,
     });
     let feeds = crate::api::feed::DeviceFeeds::start(&store, Arc::clone(&metrics));
+    let owners = crate::ingest::owners::DeviceOwners::new(crate::ingest::owners::OwnerLimits {
+        max_devices_per_stream: args.max_devices_per_stream,
+        max_devices_per_key: args.max_devices_per_key,
+    });
     let core = Core {
         manifest,
         ingest,
@@ -328,6 +336,7 @@ fn build_core(
         metrics,
         auth,
         feeds,
+        owners,
         limits,
         batcher,
         health: health_rx,
@@ -343,6 +352,10 @@ fn build_core(
         ready,
     ))
 }
+
+/// After the drain deadline, how long streams still get to send their closing status before they are
+/// counted as dropped and the listeners close.
+const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// A running service (see [`launch`]).
 #[derive(Debug)]
@@ -502,7 +515,8 @@ pub async fn launch(
             }
             None => tracing::info!("shutdown requested during start-up"),
         }
-        // 1. Not ready: readiness probes fail, adapters stop taking work and end their streams.
+        // 1. Not ready: readiness probes fail and no new stream or request is taken. Open streams stay
+        //    open: they are to receive the predictions of the windows flushed below.
         core.metrics.ready.set(0);
         health.send_modify(|h| {
             if h.phase != Phase::Failed {
@@ -510,23 +524,46 @@ pub async fn launch(
             }
         });
         let drain_started = Instant::now();
-        // 2. Stop accepting data; windows that hold accepted samples are closed now so they still run.
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        // 2. Refuse new data; windows that hold accepted samples are closed now so they still run.
         let flushed = core.ingest.close_and_flush();
         // 3. Drain the queue and finish in-flight batches.
         core.batcher.close();
-        if tokio::time::timeout(drain_timeout, actor).await.is_err() {
-            tracing::warn!("the batch queue did not drain in time");
+        if tokio::time::timeout_at(deadline, actor).await.is_err() {
+            let dropped = core.batcher.queued();
+            core.metrics
+                .drain_dropped
+                .with_label_values(&["windows"])
+                .inc_by(dropped as u64);
+            tracing::warn!(dropped, "the batch queue did not drain in time");
         }
         let joined = tokio::task::spawn_blocking(move || pool.join());
-        if tokio::time::timeout(drain_timeout, joined).await.is_err() {
+        if tokio::time::timeout_at(deadline, joined).await.is_err() {
             tracing::warn!("inference workers did not finish in time");
+        }
+        // 4. Deliver: every prediction is in the store's feed now; route it to the device streams, after
+        //    which each stream sends what it holds and ends with its status (UNAVAILABLE / 1001).
+        core.feeds.finish();
+        let _ = tokio::time::timeout_at(deadline, core.feeds.finished()).await;
+        // 5. Wait for the streams to end (a client that stops reading is given up at the deadline).
+        let deadline = tokio::time::Instant::now().max(deadline) + STREAM_CLOSE_GRACE;
+        while core.metrics.open_streams_total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let still_open = core.metrics.open_streams_total();
+        if still_open > 0 {
+            core.metrics
+                .drain_dropped
+                .with_label_values(&["streams"])
+                .inc_by(still_open as u64);
+            tracing::warn!(still_open, "streams still open at the drain deadline");
         }
         tracing::info!(
             flushed_windows = flushed,
             seconds = drain_started.elapsed().as_secs_f64(),
             "drained; closing listeners"
         );
-        // 4. Close the listeners (in-flight HTTP requests finish first).
+        // 6. Close the listeners (in-flight HTTP requests finish first).
         let _ = stop_tx.send(true);
         let _ = ticker.await;
         for server in servers {

@@ -119,7 +119,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_PREDICTION_RETENTION_S", default_value_t = 3600)]
     pub prediction_retention_s: u64,
 
-    /// Most devices tracked at once; new ones beyond it are refused.
+    /// A device registered by a hello or an open WebSocket that has sent no data is forgotten after this
+    /// long (seconds); such devices do not hold one of --max-devices (they sit in a separate set of at most
+    /// --max-devices silent devices).
+    #[arg(long, env = "CROSSL_HELLO_TIMEOUT_S", default_value_t = 10)]
+    pub hello_timeout_s: u64,
+
+    /// Most devices sending data at once; new ones beyond it are refused (max_devices). A device takes a
+    /// slot with its first chunk, not with its hello.
     #[arg(long, env = "CROSSL_MAX_DEVICES", default_value_t = 10_000)]
     pub max_devices: usize,
 
@@ -162,8 +169,24 @@ pub struct ServeArgs {
     // ---- ingest owner section (auth, TLS, frame sizes): add flags below this line ----
     /// API key and its scopes, `KEY:scope1,scope2` with scopes `ingest` and `read`; repeatable. The env var
     /// takes a `;`-separated list (`k1:ingest;k2:read,ingest`). No key configured = authentication off.
-    #[arg(long = "api-key", env = "CROSSL_API_KEYS", value_name = "KEY:SCOPES")]
+    /// A third part binds the key to device ids matching a glob (`*`, `?`): `k1:ingest,read:ward-3-*` may
+    /// only send data for, and read, devices `ward-3-…`. A key without a glob may use every device.
+    #[arg(
+        long = "api-key",
+        env = "CROSSL_API_KEYS",
+        value_name = "KEY:SCOPES[:DEVICE_GLOB]"
+    )]
     pub api_keys: Vec<String>,
+
+    /// Most distinct devices one gRPC stream (a gateway) carries at once; further hellos and chunks for
+    /// new devices are refused (`max_devices_per_stream`). 0 = no cap.
+    #[arg(long, env = "CROSSL_MAX_DEVICES_PER_STREAM", default_value_t = 1000)]
+    pub max_devices_per_stream: usize,
+
+    /// Most distinct devices the open streams of one API key carry at once (`max_devices_per_key`).
+    /// 0 = no cap; never applies when auth is off.
+    #[arg(long, env = "CROSSL_MAX_DEVICES_PER_KEY", default_value_t = 0)]
+    pub max_devices_per_key: usize,
 
     /// PEM certificate chain; with --tls-key, the HTTP/WebSocket and gRPC listeners serve TLS only.
     #[arg(long, env = "CROSSL_TLS_CERT", requires = "tls_key")]

@@ -29,6 +29,12 @@ pub enum Error {
     /// 403 / PERMISSION_DENIED
     #[error("{0}")]
     PermissionDenied(String),
+    /// 409 / ABORTED — the device is now streamed by another stream (reason "taken_over")
+    #[error("{message}")]
+    Conflict {
+        reason: &'static str,
+        message: String,
+    },
     /// 503 / UNAVAILABLE — not ready, shutting down
     #[error("{0}")]
     Unavailable(String),
@@ -58,6 +64,7 @@ impl Error {
             Self::ResourceExhausted { .. } => "resource_exhausted",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission_denied",
+            Self::Conflict { .. } => "conflict",
             Self::Unavailable(_) => "unavailable",
             Self::DeadlineExceeded(_) => "deadline_exceeded",
             Self::Internal(_) => "internal",
@@ -67,7 +74,9 @@ impl Error {
     /// Metric label for rejections: the specific reason where the variant carries one, else the kind.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::InvalidInput { reason, .. } | Self::ResourceExhausted { reason, .. } => reason,
+            Self::InvalidInput { reason, .. }
+            | Self::ResourceExhausted { reason, .. }
+            | Self::Conflict { reason, .. } => reason,
             Self::PayloadTooLarge(_) => "too_large",
             other => other.kind(),
         }

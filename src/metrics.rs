@@ -76,6 +76,14 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// HTTP requests by matched route and status code.
     pub http_requests: IntCounterVec,
+    /// Work the shutdown drain gave up on at --drain-timeout-ms, by what (windows: queued windows that never
+    /// ran; streams: streams or sockets still open, e.g. a client that stopped reading).
+    pub drain_dropped: IntCounterVec,
+    /// Hellos accepted without registering the device because the set of silent (no data yet) devices
+    /// was full; the device registers with its first chunk.
+    pub hellos_unregistered: IntCounter,
+    /// Device streams that lost a device to a newer stream (takeover), by transport.
+    pub stream_takeovers: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -277,6 +285,23 @@ impl Metrics {
                 "HTTP requests by route and status",
                 &["route", "status"],
             ),
+            drain_dropped: counter_vec(
+                &r,
+                "crossl_drain_dropped_total",
+                "Work dropped when the shutdown drain timed out",
+                &["what"],
+            ),
+            hellos_unregistered: counter(
+                &r,
+                "crossl_hellos_unregistered_total",
+                "Hellos not registered because the set of silent devices was full",
+            ),
+            stream_takeovers: counter_vec(
+                &r,
+                "crossl_stream_takeovers_total",
+                "Devices taken over by a newer stream",
+                &["transport"],
+            ),
             registry: r,
         }
     }
@@ -329,6 +354,21 @@ impl Metrics {
         for p in ["stream", "predict"] {
             self.end_to_end_latency_seconds.with_label_values(&[p]);
         }
+        for w in ["windows", "streams"] {
+            self.drain_dropped.with_label_values(&[w]);
+        }
+        for t in ["grpc", "websocket"] {
+            self.stream_takeovers.with_label_values(&[t]);
+        }
+    }
+
+    /// Long-lived streams open now, every transport and kind together.
+    pub fn open_streams_total(&self) -> i64 {
+        ["grpc", "websocket"]
+            .iter()
+            .flat_map(|t| ["ingest", "feed"].map(|k| (*t, k)))
+            .map(|(t, k)| self.open_streams.with_label_values(&[t, k]).get())
+            .sum()
     }
 
     /// Prometheus text exposition of every family.

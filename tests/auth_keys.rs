@@ -276,3 +276,231 @@ async fn websockets_take_a_header_or_an_access_token_and_check_the_scope() {
         3.0
     );
 }
+
+/// Sends one device's full first window on `tx` (hello first) and returns the last window end.
+async fn stream_window(
+    server: &TestServer,
+    tx: &tokio::sync::mpsc::Sender<proto::StreamRequest>,
+    device: &str,
+    t0: i64,
+) -> i64 {
+    tx.send(hello_request(device, &[])).await.unwrap();
+    let seconds = window_seconds(&server.core);
+    for k in 0..seconds {
+        for chunk in second_of_chunks(&server.core, device, t0, k) {
+            tx.send(chunk_request(k as u64, chunk)).await.unwrap();
+        }
+    }
+    t0 + seconds as i64 * SECOND
+}
+
+/// Reads stream responses until a prediction for `device` ending at `end`; returns everything read.
+async fn until_prediction(
+    responses: &mut tonic::Streaming<proto::StreamResponse>,
+    device: &str,
+    end: i64,
+) -> Vec<proto::StreamResponse> {
+    use proto::stream_response::Kind;
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let r = responses.message().await.expect("healthy").expect("open");
+            let done = matches!(&r.kind, Some(Kind::Prediction(p))
+                if p.device_id == device && p.window_end_unix_nanos >= end);
+            seen.push(r);
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no prediction for {device}; got {seen:?}"));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_bound_to_a_device_glob_reaches_only_its_devices_on_every_path() {
+    use futures::StreamExt;
+    use proto::stream_response::Kind;
+    let server = start(|a| {
+        a.api_keys = vec![
+            "ward-key:ingest,read:ward-3-*".into(),
+            "free-key:ingest,read".into(),
+        ]
+    })
+    .await;
+    let ward = Some("ward-key");
+    let mut predictions = server.predictions().await;
+    // Read paths opened before any prediction exists: they must only ever show ward-3-* devices.
+    let mut watch = predictions
+        .watch(with_key(
+            tonic::Request::new(proto::WatchRequest::default()),
+            ward,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut feed = ws_connect(&server.ws_url("/v1/ws/predictions"), ward)
+        .await
+        .unwrap();
+
+    // The unbound key streams a device outside the glob first …
+    let t0 = next_second(Duration::ZERO);
+    let (free_tx, free_rx) = tokio::sync::mpsc::channel(256);
+    let mut free = server
+        .ingest()
+        .await
+        .stream(with_key(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(free_rx)),
+            Some("free-key"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let end = stream_window(&server, &free_tx, "ward-4-b", t0).await;
+    until_prediction(&mut free, "ward-4-b", end).await;
+
+    // … then the bound key: its own device works, a foreign one is refused per request.
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let mut own = server
+        .ingest()
+        .await
+        .stream(with_key(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            ward,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(hello_request("ward-4-b", &[])).await.unwrap();
+    let foreign = second_of_chunks(&server.core, "ward-4-b", t0, 0)[0].clone();
+    tx.send(chunk_request(7, foreign)).await.unwrap();
+    let end = stream_window(&server, &tx, "ward-3-a", t0).await;
+    let seen = until_prediction(&mut own, "ward-3-a", end).await;
+    let errors: Vec<_> = seen
+        .iter()
+        .filter_map(|r| match &r.kind {
+            Some(Kind::ChunkError(e)) => Some((e.device_id.as_str(), e.kind.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("ward-4-b", "permission_denied"),
+            ("ward-4-b", "permission_denied")
+        ]
+    );
+    assert!(
+        seen.iter().all(|r| match &r.kind {
+            Some(Kind::Prediction(p)) => p.device_id == "ward-3-a",
+            _ => true,
+        }),
+        "{seen:?}"
+    );
+
+    // REST: the list is filtered, foreign device routes are 403, own ones work.
+    let (status, body) = rest_get(&server, "/v1/devices", ward).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ward-3-a"], "{body}");
+    let (_, body) = rest_get(&server, "/v1/devices", Some("free-key")).await;
+    assert_eq!(body["devices"].as_array().unwrap().len(), 2, "{body}");
+    for path in [
+        "/v1/devices/ward-4-b",
+        "/v1/devices/ward-4-b/prediction",
+        "/v1/devices/ward-4-b/predictions",
+        "/v1/devices/ward%2D4-b/prediction",
+    ] {
+        let (status, body) = rest_get(&server, path, ward).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["kind"], "permission_denied", "{body}");
+    }
+    for path in ["/v1/devices/ward-3-a", "/v1/devices/ward-3-a/prediction"] {
+        assert_eq!(rest_get(&server, path, ward).await.0, 200, "{path}");
+    }
+    assert_eq!(
+        rest_get(&server, "/v1/devices/ward-4-b/prediction", Some("free-key"))
+            .await
+            .0,
+        200
+    );
+
+    // gRPC Latest and Watch.
+    let latest = |device: &str| {
+        with_key(
+            tonic::Request::new(proto::LatestRequest {
+                device_id: device.into(),
+            }),
+            ward,
+        )
+    };
+    assert_eq!(
+        predictions
+            .latest(latest("ward-4-b"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert!(predictions.latest(latest("ward-3-a")).await.is_ok());
+    let err = predictions
+        .watch(with_key(
+            tonic::Request::new(proto::WatchRequest {
+                device_ids: vec!["ward-3-a".into(), "ward-4-b".into()],
+            }),
+            ward,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.device_id, "ward-3-a",
+        "ward-4-b came first and must be hidden"
+    );
+
+    // WebSockets: foreign device socket and feed filter are 403 before the upgrade; the open feed only
+    // carries own devices.
+    assert_eq!(
+        ws_status(&server.ws_url("/v1/ws/devices/ward-4-b"), ward).await,
+        403
+    );
+    assert_eq!(
+        ws_status(&server.ws_url("/v1/ws/devices/ward-3-z"), ward).await,
+        101
+    );
+    assert_eq!(
+        ws_status(
+            &server.ws_url("/v1/ws/predictions?device=ward-3-a,ward-4-b"),
+            ward
+        )
+        .await,
+        403
+    );
+    let frame = ws_next_json(&mut feed).await.expect("a prediction frame");
+    assert_eq!(frame["device_id"], "ward-3-a", "{frame}");
+
+    for (transport, count) in [("grpc", 4.0), ("rest", 4.0), ("websocket", 2.0)] {
+        assert_eq!(
+            server
+                .metric(
+                    "crossl_auth_failures_total",
+                    &[("transport", transport), ("reason", "device_not_allowed")]
+                )
+                .await,
+            count,
+            "{transport}"
+        );
+    }
+    drop((tx, free_tx));
+}

@@ -6,16 +6,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
+use super::auth::Grant;
 use crate::app::{Core, Phase};
 use crate::metrics::Metrics;
 use crate::store::{Prediction, PredictionStore};
 
-/// Devices a subscriber wants; empty = every device.
+/// Devices a subscriber wants (empty = every device), within what its API key may read.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceFilter {
     devices: HashSet<String>,
+    grant: Grant,
 }
 
 impl DeviceFilter {
@@ -26,11 +28,23 @@ impl DeviceFilter {
                 .map(|d| d.trim().to_string())
                 .filter(|d| !d.is_empty())
                 .collect(),
+            grant: Grant::open(),
         }
     }
 
+    /// The same filter, limited to the devices `grant` may read.
+    pub fn within(self, grant: Grant) -> Self {
+        Self { grant, ..self }
+    }
+
+    /// The devices named (empty = every device).
+    pub fn devices(&self) -> impl Iterator<Item = &str> {
+        self.devices.iter().map(String::as_str)
+    }
+
     pub fn matches(&self, device_id: &str) -> bool {
-        self.devices.is_empty() || self.devices.contains(device_id)
+        (self.devices.is_empty() || self.devices.contains(device_id))
+            && self.grant.allows(device_id)
     }
 }
 
@@ -63,24 +77,44 @@ pub async fn next_event(
     }
 }
 
-/// Resolves once the service has begun shutting down (or failed to start). Long-lived streams select on
-/// it and end themselves, so the listeners' graceful shutdown is not held open by subscribers that never
-/// leave.
-pub async fn stopped_serving(core: Core) {
-    let mut health = core.health.clone();
-    // A dropped sender means the service is gone: stop as well.
-    let _ = health.wait_for(|h| is_stopping(h.phase)).await;
+/// Resolves once the shutdown drain has delivered its last prediction to the feeds: the service stopped
+/// taking data, flushed every open window, ran the queue and the workers, and the dispatcher has routed
+/// every resulting prediction into the per-device subscriptions (see [`DeviceFeeds::finish`]). Long-lived
+/// streams select on it (after their predictions, `biased`), send what is still buffered
+/// ([`DeviceSubscription::try_recv`], [`drain_buffered`]) and then end with their closing status, so the
+/// flushed windows' predictions reach the clients before the listeners close.
+pub async fn delivered(core: Core) {
+    core.feeds.finished().await;
 }
 
-/// Whether the service has begun shutting down (or failed to start), now. A task that learns of the stop
-/// from another task (its reader ended) cannot rely on its own `stopped_serving` being ready yet, even
-/// first in a `biased` select: tests/streams_shutdown.rs caught that in about 1 run in 8 under load.
+/// Whether the service has begun shutting down (or failed to start), now.
 pub fn has_stopped_serving(core: &Core) -> bool {
     is_stopping(core.health.borrow().phase)
 }
 
 fn is_stopping(phase: Phase) -> bool {
     matches!(phase, Phase::ShuttingDown | Phase::Failed)
+}
+
+/// Every prediction already in a broadcast subscriber's buffer, without waiting (skips are counted under
+/// `transport`). Used once [`delivered`] resolved, when nothing new can arrive.
+pub fn drain_buffered(
+    core: &Core,
+    feed: &mut broadcast::Receiver<Arc<Prediction>>,
+    transport: &'static str,
+) -> Vec<Arc<Prediction>> {
+    let mut out = Vec::new();
+    loop {
+        match feed.try_recv() {
+            Ok(p) => out.push(p),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => core
+                .metrics
+                .feed_lagged
+                .with_label_values(&[transport])
+                .inc_by(n),
+            Err(_) => return out,
+        }
+    }
 }
 
 /// Counts one open long-lived stream in `crossl_open_streams{transport,kind}` while it lives.
@@ -122,23 +156,58 @@ struct FeedsInner {
     by_device: DashMap<String, Subscribers>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Set by [`DeviceFeeds::finish`]: route what the store's feed still holds, then stop.
+    finish: watch::Sender<bool>,
+    /// True once the dispatcher has routed its last prediction (after `finish`).
+    finished: watch::Sender<bool>,
 }
 
 impl DeviceFeeds {
     /// Starts the dispatcher (needs a tokio runtime); it ends when the store's feed closes.
     pub fn start(store: &PredictionStore, metrics: Arc<Metrics>) -> Self {
+        let (finish_tx, mut finish_rx) = watch::channel(false);
         let feeds = Self {
             inner: Arc::new(FeedsInner {
                 by_device: DashMap::new(),
                 next_id: AtomicU64::new(0),
                 metrics,
+                finish: finish_tx,
+                finished: watch::channel(false).0,
             }),
         };
         let mut feed = store.subscribe();
         let inner = Arc::downgrade(&feeds.inner);
         tokio::spawn(async move {
+            // A dropped `DeviceFeeds` (sender gone) ends this task too.
+            let finish = async move {
+                if finish_rx.wait_for(|f| *f).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::pin!(finish);
             loop {
-                let received = feed.recv().await;
+                let received = tokio::select! {
+                    biased;
+                    received = feed.recv() => received,
+                    () = &mut finish => {
+                        // The pipeline has drained: everything it produced is already in `feed`.
+                        if let Some(inner) = inner.upgrade() {
+                            loop {
+                                match feed.try_recv() {
+                                    Ok(p) => inner.dispatch(&p),
+                                    Err(broadcast::error::TryRecvError::Lagged(n)) => inner
+                                        .metrics
+                                        .feed_lagged
+                                        .with_label_values(&["dispatch"])
+                                        .inc_by(n),
+                                    Err(_) => break,
+                                }
+                            }
+                            inner.finished.send_replace(true);
+                        }
+                        return;
+                    }
+                };
                 let Some(inner) = inner.upgrade() else { return };
                 match received {
                     Ok(p) => inner.dispatch(&p),
@@ -155,6 +224,18 @@ impl DeviceFeeds {
             }
         });
         feeds
+    }
+
+    /// Shutdown drain: the pipeline has produced its last prediction, so the dispatcher routes what the
+    /// store's feed still holds into the subscriptions and then reports [`Self::finished`].
+    pub fn finish(&self) {
+        self.inner.finish.send_replace(true);
+    }
+
+    /// Resolves once the dispatcher has routed its last prediction after [`Self::finish`] (or is gone).
+    pub async fn finished(&self) {
+        let mut rx = self.inner.finished.subscribe();
+        let _ = rx.wait_for(|f| *f).await;
     }
 
     /// A subscription with no devices yet; `transport` labels its skips.
@@ -205,6 +286,11 @@ impl DeviceSubscription {
     /// The next prediction for one of this subscription's devices.
     pub async fn recv(&mut self) -> Option<Arc<Prediction>> {
         self.rx.recv().await
+    }
+
+    /// The next already-queued prediction, without waiting.
+    pub fn try_recv(&mut self) -> Option<Arc<Prediction>> {
+        self.rx.try_recv().ok()
     }
 }
 

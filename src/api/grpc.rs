@@ -12,10 +12,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::auth::{self, Scope};
+use super::auth::{self, Grant, Scope};
 use super::feed::{self, DeviceFilter, FeedEvent, SubscribedDevices};
 use crate::app::Core;
 use crate::error::Error;
+use crate::ingest::owners::{Claim, StreamOwnership};
 use crate::ingest::{SensorChunk, Transport};
 use crate::proto;
 use crate::proto::ingest_server::{Ingest, IngestServer};
@@ -172,6 +173,7 @@ impl From<Error> for Status {
             }
             Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            Error::Conflict { .. } => tonic::Code::Aborted,
             Error::Unavailable(_) => tonic::Code::Unavailable,
             Error::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
             Error::Internal(_) => tonic::Code::Internal,
@@ -215,7 +217,7 @@ struct AuthInterceptor {
 }
 
 impl tonic::service::Interceptor for AuthInterceptor {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if !self.core.auth.is_enabled() {
             return Ok(request);
         }
@@ -227,7 +229,11 @@ impl tonic::service::Interceptor for AuthInterceptor {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
         match self.core.auth.check(token, self.scope) {
-            Ok(()) => Ok(request),
+            Ok(grant) => {
+                // The handlers check a bound key's devices.
+                request.extensions_mut().insert(grant);
+                Ok(request)
+            }
             Err(failure) => Err(auth::refuse(&self.core, Transport::Grpc, failure).into()),
         }
     }
@@ -256,7 +262,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// How a long-lived stream ends when the service stops under it.
 fn shutting_down() -> Status {
-    Error::Unavailable("the service is shutting down".into()).into()
+    Error::Unavailable("server shutting down".into()).into()
 }
 
 fn not_ready() -> Status {
@@ -280,24 +286,28 @@ impl Ingest for IngestService {
             return Err(not_ready());
         }
         let span = tracing::info_span!("grpc_stream", peer = ?request.remote_addr());
+        let grant = grant_of(&request);
         // Devices join the subscription before their first chunk is pushed, so no prediction is missed.
         let mut predictions = core.feeds.subscribe(TRANSPORT);
         let (replies, mut replies_rx) = mpsc::channel(STREAM_ERROR_BUFFER);
+        let (ownership, lost) = core.owners.open(grant.key());
+        let stream = StreamContext {
+            grant,
+            ownership,
+            devices: predictions.devices.clone(),
+        };
         tokio::spawn(
-            read_stream(
-                core.clone(),
-                request.into_inner(),
-                predictions.devices.clone(),
-                replies,
-            )
-            .instrument(span.clone()),
+            read_stream(core.clone(), request.into_inner(), stream, lost, replies)
+                .instrument(span.clone()),
         );
         let linger = core.limits.stream_linger;
 
         let output = async_stream::stream! {
             let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "ingest");
-            let stopped = feed::stopped_serving(core.clone());
-            tokio::pin!(stopped);
+            // Shutdown: the stream stays open through the drain and ends once the flushed windows'
+            // predictions have been routed to it (docs/protocol.md, "Shutdown").
+            let delivered = feed::delivered(core.clone());
+            tokio::pin!(delivered);
             let mut input_open = true;
             let linger_until = tokio::time::sleep(std::time::Duration::MAX / 4);
             tokio::pin!(linger_until);
@@ -316,22 +326,22 @@ impl Ingest for IngestService {
                             linger_until.as_mut().reset(tokio::time::Instant::now() + linger);
                         }
                     },
-                    () = &mut linger_until, if !input_open => break,
-                    () = &mut stopped => {
-                        yield Err(shutting_down());
-                        break;
-                    }
                     prediction = predictions.recv() => match prediction {
                         Some(p) => yield Ok(proto::StreamResponse {
                             kind: Some(ResponseKind::Prediction(prediction_to_proto(&p))),
                         }),
-                        // Closed by the shutdown before `stopped` was seen here: still say why.
-                        None if feed::has_stopped_serving(&core) => {
-                            yield Err(shutting_down());
-                            break;
-                        }
                         None => break,
                     },
+                    () = &mut linger_until, if !input_open => break,
+                    () = &mut delivered => {
+                        while let Some(p) = predictions.try_recv() {
+                            yield Ok(proto::StreamResponse {
+                                kind: Some(ResponseKind::Prediction(prediction_to_proto(&p))),
+                            });
+                        }
+                        yield Err(shutting_down());
+                        break;
+                    }
                 }
             }
         };
@@ -368,18 +378,63 @@ impl Ingest for IngestService {
     }
 }
 
+/// What the key of a call may touch (auth off: everything).
+fn grant_of<T>(request: &Request<T>) -> Grant {
+    request
+        .extensions()
+        .get::<Grant>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `ChunkError.index` of a notice that answers no request (a device taken over by another stream).
+pub const NOTICE_INDEX: u64 = u64::MAX;
+
+/// One ingest stream's view: its key's grant, the devices it owns and the predictions it subscribes to.
+struct StreamContext {
+    grant: Grant,
+    ownership: StreamOwnership,
+    devices: SubscribedDevices,
+}
+
 /// Reads one stream's requests into the ingest core. Rejected requests become `ChunkError` replies; only a
-/// broken or oversized message ends the stream (with a status).
+/// broken or oversized message ends the stream (with a status). A device taken over by a newer stream is
+/// reported as a `ChunkError` notice (`conflict` / `taken_over`, index [`NOTICE_INDEX`]) and its
+/// predictions stop.
 async fn read_stream(
     core: Core,
     mut requests: Streaming<proto::StreamRequest>,
-    devices: SubscribedDevices,
+    stream: StreamContext,
+    mut lost: mpsc::UnboundedReceiver<String>,
     replies: mpsc::Sender<Result<proto::StreamResponse, Status>>,
 ) {
     let mut index = 0u64;
     loop {
         let message = tokio::select! {
             message = requests.message() => message,
+            Some(device_id) = lost.recv() => {
+                if stream.ownership.lost(&device_id) {
+                    stream.devices.remove(&device_id);
+                    core.metrics.stream_takeovers.with_label_values(&[TRANSPORT]).inc();
+                    let e = taken_over_notice(&device_id);
+                    let notice = proto::ChunkError {
+                        index: NOTICE_INDEX,
+                        sequence: 0,
+                        device_id,
+                        modality: String::new(),
+                        kind: e.kind().to_string(),
+                        reason: e.reason().to_string(),
+                        message: e.to_string(),
+                    };
+                    let reply = proto::StreamResponse {
+                        kind: Some(ResponseKind::ChunkError(notice)),
+                    };
+                    if replies.send(Ok(reply)).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             // The client is gone (the response stream was dropped).
             () = replies.closed() => return,
         };
@@ -408,7 +463,7 @@ async fn read_stream(
             }
         };
         let sequence = request.sequence;
-        let (device_id, modality, result) = apply_request(&core, &devices, request.kind);
+        let (device_id, modality, result) = apply_request(&core, &stream, request.kind);
         if let Err(e) = result {
             let error = proto::ChunkError {
                 index,
@@ -430,17 +485,41 @@ async fn read_stream(
     }
 }
 
+fn taken_over_notice(device_id: &str) -> Error {
+    Error::Conflict {
+        reason: "taken_over",
+        message: format!(
+            "device {device_id:?} was taken over by a newer stream; this stream no longer carries it \
+             (its chunks are refused until it sends a hello for the device)"
+        ),
+    }
+}
+
 /// Applies one hello or chunk; returns the device and modality it named, for the error report.
 fn apply_request(
     core: &Core,
-    devices: &SubscribedDevices,
+    stream: &StreamContext,
     kind: Option<RequestKind>,
 ) -> (String, String, Result<(), Error>) {
+    let StreamContext {
+        grant,
+        ownership,
+        devices,
+    } = stream;
     match kind {
         Some(RequestKind::Hello(hello)) => {
-            let result = core
-                .ingest
-                .hello(Transport::Grpc, &hello.device_id, &hello.modalities);
+            let result = auth::require_device(core, Transport::Grpc, grant, &hello.device_id)
+                .and_then(|()| {
+                    // A hello says "this stream is the device's timeline now": it takes over.
+                    let claim = ownership.claim(&hello.device_id, true)?;
+                    let registered =
+                        core.ingest
+                            .hello(Transport::Grpc, &hello.device_id, &hello.modalities);
+                    if registered.is_err() && claim == Claim::New {
+                        ownership.release(&hello.device_id);
+                    }
+                    registered
+                });
             if result.is_ok() {
                 tracing::debug!(device_id = %hello.device_id, metadata = ?hello.metadata, "hello");
                 devices.add(&hello.device_id);
@@ -449,23 +528,32 @@ fn apply_request(
         }
         Some(RequestKind::Chunk(chunk)) => {
             let (device_id, modality) = (chunk.device_id.clone(), chunk.modality.clone());
-            // Listen for the device before its chunk can close a window, so the prediction is never missed.
-            let newly_added = devices.add(&device_id);
-            let result = core
-                .ingest
-                .push(
-                    Transport::Grpc,
-                    SensorChunk {
-                        device_id: chunk.device_id,
-                        modality: chunk.modality,
-                        start_unix_nanos: chunk.start_unix_nanos,
-                        samples: chunk.samples,
-                    },
-                )
-                .map(|_receipt| ());
-            if result.is_err() && newly_added {
-                devices.remove(&device_id);
-            }
+            let result = auth::require_device(core, Transport::Grpc, grant, &device_id)
+                .and_then(|()| ownership.claim(&device_id, false))
+                .and_then(|claim| {
+                    // Listen for the device before its chunk can close a window, so the prediction is
+                    // never missed.
+                    let newly_added = devices.add(&device_id);
+                    let pushed = core
+                        .ingest
+                        .push(
+                            Transport::Grpc,
+                            SensorChunk {
+                                device_id: chunk.device_id,
+                                modality: chunk.modality,
+                                start_unix_nanos: chunk.start_unix_nanos,
+                                samples: chunk.samples,
+                            },
+                        )
+                        .map(|_receipt| ());
+                    if pushed.is_err() && newly_added {
+                        devices.remove(&device_id);
+                    }
+                    if pushed.is_err() && claim == Claim::New {
+                        ownership.release(&device_id);
+                    }
+                    pushed
+                });
             (device_id, modality, result)
         }
         None => {
@@ -501,21 +589,23 @@ impl Predictions for PredictionsService {
         if !core.is_ready() {
             return Err(not_ready());
         }
+        let grant = grant_of(&request);
         let filter = DeviceFilter::new(request.into_inner().device_ids);
+        // A bound key may name only its own devices, and an empty list means all of its own.
+        for device in filter.devices() {
+            auth::require_device(&core, Transport::Grpc, &grant, device)?;
+        }
+        let filter = filter.within(grant);
         let mut predictions = core.store.subscribe();
         // The stream is pulled by the transport: a client that reads slowly stops pulling, the broadcast
         // buffer moves on without it, and the skipped predictions are counted. Ingest never waits.
         let output = async_stream::stream! {
             let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "feed");
-            let stopped = feed::stopped_serving(core.clone());
-            tokio::pin!(stopped);
+            let delivered = feed::delivered(core.clone());
+            tokio::pin!(delivered);
             loop {
                 tokio::select! {
                     biased;
-                    () = &mut stopped => {
-                        yield Err(shutting_down());
-                        break;
-                    }
                     event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
                         FeedEvent::Prediction(p) if filter.matches(&p.device_id) => yield Ok(prediction_to_proto(&p)),
                         FeedEvent::Prediction(_) | FeedEvent::Skipped(_) => {}
@@ -525,6 +615,16 @@ impl Predictions for PredictionsService {
                         }
                         FeedEvent::Closed => break,
                     },
+                    () = &mut delivered => {
+                        // The drain is over: what the flushed windows produced is already buffered here.
+                        for p in feed::drain_buffered(&core, &mut predictions, TRANSPORT) {
+                            if filter.matches(&p.device_id) {
+                                yield Ok(prediction_to_proto(&p));
+                            }
+                        }
+                        yield Err(shutting_down());
+                        break;
+                    }
                 }
             }
         };
@@ -535,7 +635,9 @@ impl Predictions for PredictionsService {
         &self,
         request: Request<proto::LatestRequest>,
     ) -> Result<Response<proto::Prediction>, Status> {
+        let grant = grant_of(&request);
         let device_id = request.into_inner().device_id;
+        auth::require_device(&self.core, Transport::Grpc, &grant, &device_id)?;
         let prediction = self.core.store.latest(&device_id).ok_or_else(|| {
             Error::NotFound(format!("no prediction for device {device_id:?} yet"))
         })?;

@@ -241,10 +241,16 @@ pub struct DevicesResponse {
 
 /// Devices with window state: last seen, modalities heard from and whether each is stale.
 #[utoipa::path(get, path = "/v1/devices", responses((status = 200, body = DevicesResponse)))]
-async fn devices(State(core): State<Core>) -> Json<DevicesResponse> {
-    Json(DevicesResponse {
-        devices: core.ingest.devices(),
-    })
+async fn devices(
+    State(core): State<Core>,
+    grant: Option<axum::extract::Extension<crate::api::auth::Grant>>,
+) -> Json<DevicesResponse> {
+    // A key bound to a device glob sees only its own devices (auth middleware; none = auth off).
+    let mut devices = core.ingest.devices();
+    if let Some(axum::extract::Extension(grant)) = grant {
+        devices.retain(|d| grant.allows(&d.device_id));
+    }
+    Json(DevicesResponse { devices })
 }
 
 /// One device.

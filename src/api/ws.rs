@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::auth::{self, Grant};
 use super::feed::{self, DeviceFilter, DeviceSubscription, FeedEvent};
 use crate::app::Core;
 use crate::error::Error;
@@ -24,6 +25,8 @@ use crate::store::Prediction;
 
 /// Metric label of this adapter.
 const TRANSPORT: &str = "websocket";
+/// Close code of a device socket whose device was taken over by a newer stream or socket (private range).
+pub const CLOSE_TAKEN_OVER: u16 = 4409;
 /// Replies (error frames, close) queued per socket before its reader waits for the client.
 const REPLY_BUFFER: usize = 64;
 
@@ -100,7 +103,7 @@ struct WelcomeModality<'a> {
 
 /// The close frame of a socket whose service is stopping (1001 going away).
 fn shutting_down() -> Message {
-    close(close_code::AWAY, "the service is shutting down")
+    close(close_code::AWAY, "server shutting down")
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -285,8 +288,11 @@ fn is_too_large(e: &axum::Error) -> bool {
 async fn device_socket(
     State(core): State<Core>,
     Path(device_id): Path<String>,
+    grant: Option<Extension<Grant>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // The auth middleware already refused a bound key's foreign device ids (403 before the upgrade).
+    let key = grant.and_then(|Extension(g)| g.key());
     if !core.is_ready() {
         return Error::Unavailable("the service is not ready (starting or shutting down)".into())
             .into_response();
@@ -296,14 +302,20 @@ async fn device_socket(
     upgrade
         .max_frame_size(limit)
         .max_message_size(limit)
-        .on_upgrade(move |socket| run_device_socket(core, device_id, socket).instrument(span))
+        .on_upgrade(move |socket| run_device_socket(core, device_id, key, socket).instrument(span))
 }
 
-async fn run_device_socket(core: Core, device_id: String, socket: WebSocket) {
+async fn run_device_socket(core: Core, device_id: String, key: Option<usize>, socket: WebSocket) {
     let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "ingest");
     let (mut sink, mut stream) = socket.split();
     // Registering validates the id and the device limit; a refused device cannot use this socket at all.
-    if let Err(e) = core.ingest.hello(Transport::WebSocket, &device_id, &[]) {
+    // Connecting is this device's hello: the socket takes the device over from any other stream.
+    let (ownership, mut lost) = core.owners.open(key);
+    let registered = core
+        .ingest
+        .hello(Transport::WebSocket, &device_id, &[])
+        .and_then(|()| ownership.claim(&device_id, true).map(|_| ()));
+    if let Err(e) = registered {
         let code = if matches!(e, Error::Internal(_)) {
             close_code::ERROR
         } else {
@@ -346,13 +358,30 @@ async fn run_device_socket(core: Core, device_id: String, socket: WebSocket) {
         write_device_socket(core.clone(), sink, replies_rx, predictions).in_current_span(),
     );
 
-    // The writer says goodbye on shutdown; the reader must not wait for a client that never answers it.
-    let stopped = feed::stopped_serving(core.clone());
-    tokio::pin!(stopped);
+    // On shutdown the reader keeps reading (new chunks are refused with an error frame) until the drain has
+    // delivered; then the writer says goodbye and the reader must not wait for a client that never answers.
+    let delivered = feed::delivered(core.clone());
+    tokio::pin!(delivered);
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
-            () = &mut stopped => break,
+            () = &mut delivered => break,
+            Some(lost_device) = lost.recv() => {
+                if !ownership.lost(&lost_device) {
+                    continue;
+                }
+                // A newer stream or socket streams this device now: say so and close (4409).
+                core.metrics.stream_takeovers.with_label_values(&[TRANSPORT]).inc();
+                let e = Error::Conflict {
+                    reason: "taken_over",
+                    message: format!(
+                        "device {device_id:?} was taken over by a newer connection"
+                    ),
+                };
+                let _ = replies.send(ServerFrame::error(&e, None)).await;
+                let _ = replies.send(close(CLOSE_TAKEN_OVER, &e.to_string())).await;
+                break;
+            }
         };
         let reply = match frame {
             Some(Ok(Message::Text(text))) => {
@@ -418,25 +447,26 @@ fn apply(core: &Core, device_id: &str, request: Result<DeviceRequest, Error>) ->
 }
 
 /// Sends replies and this device's predictions; ends when the reader is done (after flushing its replies)
-/// or the service stops.
+/// or, on shutdown, once the drain has delivered the flushed windows' predictions (then 1001).
 async fn write_device_socket(
     core: Core,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut replies: mpsc::Receiver<Message>,
     mut predictions: DeviceSubscription,
 ) {
-    let stopped = feed::stopped_serving(core.clone());
-    tokio::pin!(stopped);
+    let delivered = feed::delivered(core.clone());
+    tokio::pin!(delivered);
+    let mut replies_open = true;
     loop {
         let message = tokio::select! {
             biased;
-            // First: on shutdown the reader stops too, and the client must still learn why (1001).
-            () = &mut stopped => shutting_down(),
-            reply = replies.recv() => match reply {
+            reply = replies.recv(), if replies_open => match reply {
                 Some(message) => message,
-                // The reader also ends on shutdown, and may see it first: the client must still get 1001.
+                // During the drain the reader may stop first: the flushed predictions and the 1001 still
+                // have to go out.
                 None if feed::has_stopped_serving(&core) => {
-                    shutting_down()
+                    replies_open = false;
+                    continue;
                 }
                 None => break,
             },
@@ -444,6 +474,14 @@ async fn write_device_socket(
                 Some(p) => ServerFrame::Prediction(&p).message(),
                 None => shutting_down(),
             },
+            () = &mut delivered => {
+                while let Some(p) = predictions.try_recv() {
+                    if sink.send(ServerFrame::Prediction(&p).message()).await.is_err() {
+                        return;
+                    }
+                }
+                shutting_down()
+            }
         };
         let closing = matches!(message, Message::Close(_));
         if sink.send(message).await.is_err() || closing {
@@ -455,23 +493,22 @@ async fn write_device_socket(
 
 /// `device=a&device=b` or `device=a,b`; empty = every device.
 fn feed_filter(query: Option<&str>) -> DeviceFilter {
-    let devices = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(k, _)| k == "device")
-        .flat_map(|(_, v)| v.split(',').map(str::to_string).collect::<Vec<_>>())
-        .collect::<Vec<_>>();
-    DeviceFilter::new(devices)
+    DeviceFilter::new(auth::feed_devices(query))
 }
 
 async fn predictions_socket(
     State(core): State<Core>,
     RawQuery(query): RawQuery,
+    grant: Option<Extension<Grant>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !core.is_ready() {
         return Error::Unavailable("the service is not ready (starting or shutting down)".into())
             .into_response();
     }
-    let filter = feed_filter(query.as_deref());
+    // Devices named in the query were checked by the auth middleware (403); the rest are filtered here.
+    let filter =
+        feed_filter(query.as_deref()).within(grant.map(|Extension(g)| g).unwrap_or_default());
     let limit = core.limits.ws_max_frame_bytes;
     upgrade
         .max_frame_size(limit)
@@ -496,19 +533,29 @@ async fn run_predictions_socket(core: Core, filter: DeviceFilter, socket: WebSoc
         }
     };
     tokio::pin!(client_gone);
-    let stopped = feed::stopped_serving(core.clone());
-    tokio::pin!(stopped);
+    let delivered = feed::delivered(core.clone());
+    tokio::pin!(delivered);
     loop {
         let message = tokio::select! {
             biased;
             () = &mut client_gone => return,
-            () = &mut stopped => shutting_down(),
             event = feed::next_event(&core, &mut predictions, TRANSPORT) => match event {
                 FeedEvent::Prediction(p) if filter.matches(&p.device_id) => ServerFrame::Prediction(&p).message(),
                 FeedEvent::Prediction(_) => continue,
                 FeedEvent::Skipped(count) => ServerFrame::Skipped { count }.message(),
                 FeedEvent::Closed => shutting_down(),
             },
+            () = &mut delivered => {
+                // The drain is over: what the flushed windows produced is already buffered here.
+                for p in feed::drain_buffered(&core, &mut predictions, TRANSPORT) {
+                    if filter.matches(&p.device_id)
+                        && sink.send(ServerFrame::Prediction(&p).message()).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                shutting_down()
+            }
         };
         let closing = matches!(message, Message::Close(_));
         let sent = tokio::select! {

@@ -3,12 +3,13 @@
 //! transport beyond its name for metrics.
 
 mod devices;
+pub mod owners;
 mod rate;
 #[cfg(test)]
 mod tests;
 pub mod validate;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -76,6 +77,8 @@ pub struct IngestLimits {
     pub max_clock_skew_nanos: i64,
     /// Devices silent for this long are evicted (their window state; predictions stay in the store).
     pub device_idle_timeout_nanos: i64,
+    /// Devices registered by a hello (or an open socket) that have sent no data are evicted after this.
+    pub hello_timeout_nanos: i64,
     /// Stored predictions whose window ended longer ago than this are pruned (by device).
     pub prediction_retention_nanos: i64,
 }
@@ -85,6 +88,20 @@ pub struct IngestLimits {
 struct DeviceState {
     windows: DeviceWindows,
     rates: Vec<rate::RateBucket>,
+    /// Sent a chunk: holds one of `max_devices`. Until then the device is only registered (hello) and
+    /// sits in the separate, short-lived set of silent devices.
+    has_data: bool,
+}
+
+impl DeviceState {
+    /// How long this device may stay silent before eviction.
+    fn idle_timeout(&self, limits: &IngestLimits) -> i64 {
+        if self.has_data {
+            limits.device_idle_timeout_nanos
+        } else {
+            limits.hello_timeout_nanos
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -93,6 +110,8 @@ struct IngestInner {
     policy: WindowPolicy,
     limits: IngestLimits,
     devices: DashMap<String, Arc<Mutex<DeviceState>>>,
+    /// Devices in `devices` that have not sent data yet (see `DeviceState::has_data`).
+    silent_devices: AtomicUsize,
     batcher: Batcher,
     store: PredictionStore,
     metrics: Arc<Metrics>,
@@ -122,6 +141,7 @@ impl Ingest {
                 policy,
                 limits,
                 devices: DashMap::new(),
+                silent_devices: AtomicUsize::new(0),
                 batcher,
                 store,
                 metrics,
@@ -272,7 +292,9 @@ impl Ingest {
             .map(|name| inner.manifest.require_modality(name))
             .collect::<Result<Vec<_>, _>>()?;
         let now = inner.clock.now_unix_nanos();
-        let device = self.device(device_id, now)?;
+        let Some(device) = self.hello_device(device_id, now)? else {
+            return Ok(());
+        };
         let mut state = device
             .lock()
             .map_err(|_| Error::Internal("device state lock poisoned".into()))?;
@@ -280,21 +302,75 @@ impl Ingest {
         Ok(())
     }
 
-    /// The device's state, created on first contact (refused beyond `max_devices`).
+    /// Devices holding one of `max_devices` (they have sent data).
+    fn data_devices(&self) -> usize {
+        let inner = &*self.inner;
+        inner
+            .devices
+            .len()
+            .saturating_sub(inner.silent_devices.load(Ordering::Acquire))
+    }
+
+    fn max_devices_error(&self) -> Error {
+        Error::ResourceExhausted {
+            reason: "max_devices",
+            message: format!(
+                "the server tracks its maximum of {} devices",
+                self.inner.limits.max_devices
+            ),
+        }
+    }
+
+    /// The state of a device sending data, created on first contact; a device counts against
+    /// `max_devices` from its first chunk on (refused beyond it).
     fn device(&self, id: &str, now: i64) -> Result<Arc<Mutex<DeviceState>>, Error> {
         let inner = &*self.inner;
+        if let Some(d) = inner.devices.get(id).map(|d| Arc::clone(&d)) {
+            let mut state = d
+                .lock()
+                .map_err(|_| Error::Internal("device state lock poisoned".into()))?;
+            if !state.has_data {
+                // A registered device's first data: it takes a slot now.
+                if self.data_devices() >= inner.limits.max_devices {
+                    return Err(self.max_devices_error());
+                }
+                state.has_data = true;
+                let _ =
+                    inner
+                        .silent_devices
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            }
+            drop(state);
+            return Ok(d);
+        }
+        if self.data_devices() >= inner.limits.max_devices {
+            return Err(self.max_devices_error());
+        }
+        Ok(self.insert_device(id, now, true))
+    }
+
+    /// The state of a device saying hello (or opening a socket) without data. It does not take one of
+    /// `max_devices`: it joins a separate set of silent devices (bounded by `max_devices` too, evicted after
+    /// `hello_timeout`). When that set is full the hello is accepted without registering (`None`, counted):
+    /// the device registers with its first chunk, so a flood of empty hellos cannot lock a real device out.
+    fn hello_device(&self, id: &str, now: i64) -> Result<Option<Arc<Mutex<DeviceState>>>, Error> {
+        let inner = &*self.inner;
         if let Some(d) = inner.devices.get(id) {
-            return Ok(Arc::clone(&d));
+            return Ok(Some(Arc::clone(&d)));
         }
-        if inner.devices.len() >= inner.limits.max_devices {
-            return Err(Error::ResourceExhausted {
-                reason: "max_devices",
-                message: format!(
-                    "the server tracks its maximum of {} devices",
-                    inner.limits.max_devices
-                ),
-            });
+        // It could not send data anyway.
+        if self.data_devices() >= inner.limits.max_devices {
+            return Err(self.max_devices_error());
         }
+        if inner.silent_devices.load(Ordering::Acquire) >= inner.limits.max_devices {
+            inner.metrics.hellos_unregistered.inc();
+            return Ok(None);
+        }
+        Ok(Some(self.insert_device(id, now, false)))
+    }
+
+    fn insert_device(&self, id: &str, now: i64, has_data: bool) -> Arc<Mutex<DeviceState>> {
+        let inner = &*self.inner;
         let entry = inner.devices.entry(id.to_string()).or_insert_with(|| {
             let rates = inner
                 .manifest
@@ -310,15 +386,29 @@ impl Ingest {
                     )
                 })
                 .collect();
+            if !has_data {
+                inner.silent_devices.fetch_add(1, Ordering::AcqRel);
+            }
             Arc::new(Mutex::new(DeviceState {
                 windows: DeviceWindows::new(Arc::clone(&inner.manifest), inner.policy, now),
                 rates,
+                has_data,
             }))
         });
         let device = Arc::clone(&entry);
         drop(entry);
+        if has_data && let Ok(mut state) = device.lock() {
+            // Created by a racing hello meanwhile: this chunk's device has data now.
+            if !state.has_data {
+                state.has_data = true;
+                let _ =
+                    inner
+                        .silent_devices
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            }
+        }
         inner.metrics.active_devices.set(inner.devices.len() as i64);
-        Ok(device)
+        device
     }
 
     /// Hands closed windows to the batcher; returns how many it took. `since_arrival_nanos`: server time
@@ -378,7 +468,7 @@ impl Ingest {
             let mut closed = Vec::new();
             let mut since_arrival = 0;
             if let Ok(mut state) = device.lock() {
-                if now - state.windows.last_seen() > inner.limits.device_idle_timeout_nanos {
+                if now - state.windows.last_seen() > state.idle_timeout(&inner.limits) {
                     idle.push(id);
                     continue;
                 }
@@ -392,9 +482,17 @@ impl Ingest {
         for id in idle {
             let removed = inner.devices.remove_if(&id, |_, d| {
                 d.lock()
-                    .map(|s| now - s.windows.last_seen() > inner.limits.device_idle_timeout_nanos)
+                    .map(|s| now - s.windows.last_seen() > s.idle_timeout(&inner.limits))
                     .unwrap_or(true)
             });
+            if let Some((_, d)) = &removed
+                && d.lock().is_ok_and(|s| !s.has_data)
+            {
+                let _ =
+                    inner
+                        .silent_devices
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            }
             if removed.is_some() {
                 inner.metrics.devices_evicted.inc();
                 tracing::info!(device_id = %id, "idle device evicted");

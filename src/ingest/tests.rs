@@ -70,6 +70,7 @@ fn limits() -> IngestLimits {
         rate_burst_seconds: 10.0,
         max_clock_skew_nanos: 3600 * SEC,
         device_idle_timeout_nanos: 60 * SEC,
+        hello_timeout_nanos: 10 * SEC,
         prediction_retention_nanos: 120 * SEC,
     }
 }
@@ -354,4 +355,38 @@ async fn the_clock_offset_is_estimated_and_reported() {
         text.contains("crossl_device_clock_offset_seconds_bucket{le=\"-60\"} 2"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn silent_devices_take_no_slot_and_expire_after_the_hello_timeout() {
+    // max_devices 2: two silent devices, then two with data, all fit; a hello beyond the silent set is
+    // accepted without registering.
+    let h = harness(limits()).await;
+    h.ingest.hello(Transport::Grpc, "s1", &[]).expect("hello");
+    h.ingest.hello(Transport::Grpc, "s2", &[]).expect("hello");
+    h.ingest
+        .hello(Transport::Grpc, "s3", &[])
+        .expect("accepted");
+    assert_eq!(h.metrics.hellos_unregistered.get(), 1);
+    h.ingest
+        .push(Transport::Rest, chunk("a", "acc", T0, 1, 3, 0.0))
+        .expect("a takes a slot despite two silent devices");
+    h.ingest
+        .push(Transport::Rest, chunk("s1", "acc", T0, 1, 3, 0.0))
+        .expect("a silent device's first data takes the second slot");
+    let e = h
+        .ingest
+        .push(Transport::Rest, chunk("s2", "acc", T0, 1, 3, 0.0))
+        .unwrap_err();
+    assert_eq!(e.reason(), "max_devices");
+    // The silent one is forgotten after the hello timeout (10 s); devices with data stay.
+    h.clock.advance(11 * SEC);
+    h.ingest.tick();
+    let ids: Vec<String> = h
+        .ingest
+        .devices()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(ids, ["a", "s1"]);
 }
