@@ -24,10 +24,13 @@ pub async fn serve_http(
                 tracing::debug!(error = %e, "TCP_NODELAY not set");
             }
         });
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .context("HTTP server failed");
+        return axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop)
+        .await
+        .context("HTTP server failed");
     };
     let config = tls.http_config();
     let handle = axum_server::Handle::new();
@@ -41,7 +44,7 @@ pub async fn serve_http(
     axum_server::Server::from_tcp(listener.into_std()?)
         .acceptor(acceptor)
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
         .context("HTTPS server failed")
 }
