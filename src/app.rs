@@ -457,11 +457,14 @@ pub async fn launch(
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let http_limits = crate::api::listeners::HttpLimits::from_args(&core.args);
     let servers = vec![
         tokio::spawn(crate::api::listeners::serve_http(
             http,
             crate::api::http_app(core.clone()),
             tls.clone(),
+            http_limits,
+            Some(Arc::clone(&core.metrics)),
             stopped(stop_rx.clone()),
         )),
         tokio::spawn(crate::api::listeners::serve_grpc(
@@ -473,6 +476,8 @@ pub async fn launch(
         tokio::spawn(crate::api::listeners::serve_http(
             metrics_listener,
             crate::api::rest::metrics_app(core.clone()),
+            None,
+            http_limits,
             None,
             stopped(stop_rx.clone()),
         )),

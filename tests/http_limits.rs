@@ -1,0 +1,94 @@
+//! The HTTP listener's self-protection over real sockets: header-read timeout (slowloris) and the cap on
+//! open connections.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the server closes the connection (EOF or reset); panics after `limit`.
+async fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("the server closed the connection");
+    got
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let mut args = test_args(fixture_model());
+    args.http_header_timeout_ms = 200;
+    let server = start(args).await;
+    let mut slow = TcpStream::connect(server.http).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: crossl\r\nX-Slow: ")
+        .await
+        .expect("partial headers");
+    // Generous: the point is that it closes at all (without the timeout it would stay open forever).
+    closed_by_server(&mut slow, Duration::from_secs(30)).await;
+    // A normal client is unaffected.
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_and_counted() {
+    let mut args = test_args(fixture_model());
+    args.http_max_connections = 2;
+    let server = start(args).await;
+    let mut first = TcpStream::connect(server.http).await.expect("connect");
+    let second = TcpStream::connect(server.http).await.expect("connect");
+    // Both are served (a request on the first proves the server holds it).
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: crossl\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = [0u8; 256];
+    let n = first.read(&mut buf).await.expect("response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A third connection is closed before any request is read.
+    let mut third = TcpStream::connect(server.http).await.expect("TCP accept");
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: crossl\r\n\r\n")
+        .await;
+    let answer = closed_by_server(&mut third, Duration::from_secs(30)).await;
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    let text = server.metrics_text().await;
+    assert!(
+        metric_value(&text, "crossl_http_connections_refused_total", &[]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "crossl_http_connections", &[]),
+        Some(2.0)
+    );
+    // Once one closes, new clients are served again.
+    drop((first, second));
+    let mut served = false;
+    for _ in 0..600 {
+        if let Ok(r) = server.client.get(server.url("/healthz")).send().await {
+            if r.status().as_u16() == 200 {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "a place was freed");
+}
