@@ -82,11 +82,10 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
     drop((first, second));
     let mut served = false;
     for _ in 0..600 {
-        if let Ok(r) = server.client.get(server.url("/healthz")).send().await {
-            if r.status().as_u16() == 200 {
-                served = true;
-                break;
-            }
+        let response = server.client.get(server.url("/healthz")).send().await;
+        if response.is_ok_and(|r| r.status().as_u16() == 200) {
+            served = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
