@@ -37,7 +37,8 @@ pub struct Metrics {
     /// Streaming windows dropped before inference, by reason (queue_full, deadline, shutdown,
     /// inference_error). One-shot requests are never counted here (see `requests_shed`).
     pub windows_shed: IntCounterVec,
-    /// One-shot requests refused at admission, by reason (queue_full, concurrency_limit, shutdown).
+    /// One-shot requests refused at admission, by reason (queue_full, concurrency_limit, shutdown), and
+    /// HTTP requests refused at the listener's in-flight cap (in_flight_limit).
     pub requests_shed: IntCounterVec,
     /// Devices the prediction store forgot to stay within `--max-devices` (least recently updated first).
     pub store_devices_evicted: IntCounter,
@@ -319,7 +320,12 @@ impl Metrics {
         for r in ["queue_full", "deadline", "shutdown", "inference_error"] {
             self.windows_shed.with_label_values(&[r]);
         }
-        for r in ["queue_full", "concurrency_limit", "shutdown"] {
+        for r in [
+            "queue_full",
+            "concurrency_limit",
+            "shutdown",
+            "in_flight_limit",
+        ] {
             self.requests_shed.with_label_values(&[r]);
         }
         for r in ["late", "duplicate", "buffer_full"] {
