@@ -71,6 +71,7 @@ fn throughput(c: &mut Criterion) {
                 max_batch_size: BATCH,
                 max_batch_delay: Duration::from_millis(2),
                 queue_capacity: 4 * BATCH,
+                one_shot_queue_capacity: 4 * BATCH,
                 window_deadline: Duration::from_secs(60),
             },
             Arc::clone(&manifest),

@@ -66,6 +66,8 @@ pub struct Core {
     /// Message/frame limits and stream settings of the gRPC and WebSocket adapters.
     pub limits: crate::config::TransportLimits,
     pub batcher: Batcher,
+    /// Per-client concurrency limit of one-shot requests.
+    pub clients: crate::batch::ClientLimiter,
     pub health: watch::Receiver<Health>,
     /// The configuration the service runs with.
     pub args: Arc<ServeArgs>,
@@ -142,6 +144,19 @@ impl Core {
             present,
             timings: answer.timings,
         })
+    }
+
+    /// Runs the rows of one one-shot request (the OIP infer path): admitted to the one-shot queue whole
+    /// or refused whole, answers in row order.
+    pub async fn predict_rows(
+        &self,
+        inputs: Vec<ModelInput>,
+        arrived: Instant,
+    ) -> Result<Vec<crate::batch::Answer>, Error> {
+        if !self.is_ready() {
+            return Err(self.not_ready_error());
+        }
+        self.batcher.predict_rows(inputs, arrived).await
     }
 
     /// Readiness (model loaded + warmed + EP known, not shutting down).
@@ -246,6 +261,20 @@ fn check_args(args: &ServeArgs) -> anyhow::Result<()> {
         "--queue-capacity must be at least 1"
     );
     anyhow::ensure!(
+        args.max_request_rows >= 1,
+        "--max-request-rows must be at least 1"
+    );
+    anyhow::ensure!(
+        args.predict_queue_capacity >= args.max_request_rows,
+        "--predict-queue-capacity ({}) must hold at least one request of --max-request-rows ({})",
+        args.predict_queue_capacity,
+        args.max_request_rows
+    );
+    anyhow::ensure!(
+        args.http_max_connections >= 1 && args.http_max_in_flight >= 1,
+        "--http-max-connections and --http-max-in-flight must be at least 1"
+    );
+    anyhow::ensure!(
         args.min_coverage > 0.0 && args.min_coverage <= 1.0,
         "--min-coverage must be in (0, 1]"
     );
@@ -278,7 +307,17 @@ fn build_core(
         .map(|m| m.name.as_str())
         .collect();
     metrics.preregister(&names);
-    let store = PredictionStore::new(args.history_len, args.feed_capacity);
+    let clock = hooks.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    // Retention counts from when a prediction was stored, on the same server clock the ingest ticks with.
+    let store = PredictionStore::bounded(
+        crate::store::StoreLimits {
+            history_len: args.history_len,
+            feed_capacity: args.feed_capacity,
+            max_devices: args.max_devices,
+        },
+        Arc::clone(&clock),
+        metrics.store_devices_evicted.clone(),
+    );
     let factory = hooks
         .backend_factory
         .unwrap_or_else(|| ort_factory(&args, Arc::clone(&manifest)));
@@ -289,6 +328,7 @@ fn build_core(
             max_batch_size: args.max_batch_size,
             max_batch_delay: args.max_batch_delay(),
             queue_capacity: args.queue_capacity,
+            one_shot_queue_capacity: args.predict_queue_capacity,
             window_deadline: args.window_deadline(),
         },
         Arc::clone(&manifest),
@@ -298,7 +338,6 @@ fn build_core(
     );
     // The batcher now holds the only sender: when it drains, the workers finish and exit.
     pool.close();
-    let clock = hooks.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let ingest = Ingest::new(
         Arc::clone(&manifest),
         window_policy(&args, &manifest),
@@ -329,6 +368,8 @@ fn build_core(
         max_devices_per_stream: args.max_devices_per_stream,
         max_devices_per_key: args.max_devices_per_key,
     });
+    let clients =
+        crate::batch::ClientLimiter::new(args.max_requests_per_client, Arc::clone(&metrics));
     let core = Core {
         manifest,
         ingest,
@@ -339,6 +380,7 @@ fn build_core(
         owners,
         limits,
         batcher,
+        clients,
         health: health_rx,
         args: Arc::new(args),
     };
@@ -429,11 +471,14 @@ pub async fn launch(
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let http_limits = crate::api::listeners::HttpLimits::from_args(&core.args);
     let servers = vec![
         tokio::spawn(crate::api::listeners::serve_http(
             http,
             crate::api::http_app(core.clone()),
             tls.clone(),
+            http_limits,
+            Some(Arc::clone(&core.metrics)),
             stopped(stop_rx.clone()),
         )),
         tokio::spawn(crate::api::listeners::serve_grpc(
@@ -445,6 +490,8 @@ pub async fn launch(
         tokio::spawn(crate::api::listeners::serve_http(
             metrics_listener,
             crate::api::rest::metrics_app(core.clone()),
+            None,
+            http_limits,
             None,
             stopped(stop_rx.clone()),
         )),

@@ -66,9 +66,24 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_MAX_BATCH_DELAY_MS", default_value_t = 3)]
     pub max_batch_delay_ms: u64,
 
-    /// Capacity of the window queue in front of the batcher; a full queue sheds new windows.
+    /// Capacity of the streaming window queue in front of the batcher; a full queue sheds new windows.
+    /// One-shot requests have their own queue (--predict-queue-capacity) and never take these places.
     #[arg(long, env = "CROSSL_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
+
+    /// Capacity, in rows, of the one-shot queue (/v1/predict, /v1/embed, OIP infer, gRPC Predict); a
+    /// request that does not fit whole is refused with 429. At least --max-request-rows.
+    #[arg(long, env = "CROSSL_PREDICT_QUEUE_CAPACITY", default_value_t = 256)]
+    pub predict_queue_capacity: usize,
+
+    /// Most rows (windows) in one one-shot request (OIP infer batch size).
+    #[arg(long, env = "CROSSL_MAX_REQUEST_ROWS", default_value_t = 64)]
+    pub max_request_rows: usize,
+
+    /// Most one-shot requests one client (API key; peer IP when auth is off) may have in flight; more are
+    /// refused with 429. 0 = no limit.
+    #[arg(long, env = "CROSSL_MAX_REQUESTS_PER_CLIENT", default_value_t = 4)]
+    pub max_requests_per_client: usize,
 
     /// Windows waiting longer than this (ms) before their batch runs are dropped.
     #[arg(long, env = "CROSSL_WINDOW_DEADLINE_MS", default_value_t = 2000)]
@@ -114,8 +129,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_DEVICE_IDLE_TIMEOUT_S", default_value_t = 300)]
     pub device_idle_timeout_s: u64,
 
-    /// Stored predictions are kept this long (seconds) after their window ended, also for devices that
-    /// were evicted as idle (so dashboards still see a device's last predictions).
+    /// A device's stored predictions are kept this long (seconds) after its latest one was stored (server
+    /// clock, whatever the device's own clock says), also for devices that were evicted as idle (so
+    /// dashboards still see a device's last predictions).
     #[arg(long, env = "CROSSL_PREDICTION_RETENTION_S", default_value_t = 3600)]
     pub prediction_retention_s: u64,
 
@@ -126,7 +142,8 @@ pub struct ServeArgs {
     pub hello_timeout_s: u64,
 
     /// Most devices sending data at once; new ones beyond it are refused (max_devices). A device takes a
-    /// slot with its first chunk, not with its hello.
+    /// slot with its first chunk, not with its hello. The prediction store keeps at most this many devices
+    /// too (the least recently updated one is forgotten first).
     #[arg(long, env = "CROSSL_MAX_DEVICES", default_value_t = 10_000)]
     pub max_devices: usize,
 
@@ -150,6 +167,21 @@ pub struct ServeArgs {
     /// Largest HTTP request body in bytes.
     #[arg(long, env = "CROSSL_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// A client must send a request's complete headers within this long (ms) of connecting or of its
+    /// previous request, else the HTTP connection is closed (slowloris guard).
+    #[arg(long, env = "CROSSL_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+
+    /// Most open HTTP connections (WebSockets included); a connection beyond it is closed at once and
+    /// counted. Keep it above --max-devices when devices stream over WebSocket.
+    #[arg(long, env = "CROSSL_HTTP_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub http_max_connections: usize,
+
+    /// Most HTTP requests being handled at once (a WebSocket counts only while upgrading); more are
+    /// answered 503 at once.
+    #[arg(long, env = "CROSSL_HTTP_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub http_max_in_flight: usize,
 
     /// Predictions kept per device for `/v1/devices/{id}/predictions`.
     #[arg(long, env = "CROSSL_HISTORY_LEN", default_value_t = 256)]

@@ -45,8 +45,18 @@ pub struct Metrics {
     pub windows_emitted: IntCounter,
     /// Number of absent modalities per emitted window.
     pub windows_absent_modalities: Histogram,
-    /// Windows dropped before inference, by reason (queue_full, deadline, shutdown, inference_error).
+    /// Streaming windows dropped before inference, by reason (queue_full, deadline, shutdown,
+    /// inference_error). One-shot requests are never counted here (see `requests_shed`).
     pub windows_shed: IntCounterVec,
+    /// One-shot requests refused at admission, by reason (queue_full, concurrency_limit, shutdown), and
+    /// HTTP requests refused at the listener's in-flight cap (in_flight_limit).
+    pub requests_shed: IntCounterVec,
+    /// Devices the prediction store forgot to stay within `--max-devices` (least recently updated first).
+    pub store_devices_evicted: IntCounter,
+    /// HTTP connections refused because `--http-max-connections` were open.
+    pub http_connections_refused: IntCounter,
+    /// HTTP connections open now.
+    pub http_connections: IntGauge,
     /// Predictions produced (streaming and one-window).
     pub predictions: IntCounter,
     /// Failed session runs.
@@ -155,6 +165,11 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(open_streams.clone()))
             .expect("unique metric");
+        let http_connections =
+            IntGauge::new("crossl_http_connections", "HTTP connections open now")
+                .expect("valid metric");
+        r.register(Box::new(http_connections.clone()))
+            .expect("unique metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "crossl_build_info",
@@ -234,9 +249,26 @@ impl Metrics {
             windows_shed: counter_vec(
                 &r,
                 "crossl_windows_shed_total",
-                "Windows dropped before inference",
+                "Streaming windows dropped before inference",
                 &["reason"],
             ),
+            requests_shed: counter_vec(
+                &r,
+                "crossl_requests_shed_total",
+                "One-shot requests refused at admission",
+                &["reason"],
+            ),
+            store_devices_evicted: counter(
+                &r,
+                "crossl_store_devices_evicted_total",
+                "Devices the prediction store forgot to stay within --max-devices",
+            ),
+            http_connections_refused: counter(
+                &r,
+                "crossl_http_connections_refused_total",
+                "HTTP connections refused at the --http-max-connections cap",
+            ),
+            http_connections,
             predictions: counter(&r, "crossl_predictions_total", "Predictions produced"),
             inference_errors: counter(&r, "crossl_inference_errors_total", "Failed session runs"),
             batch_size: histogram(
@@ -336,6 +368,14 @@ impl Metrics {
         }
         for r in ["queue_full", "deadline", "shutdown", "inference_error"] {
             self.windows_shed.with_label_values(&[r]);
+        }
+        for r in [
+            "queue_full",
+            "concurrency_limit",
+            "shutdown",
+            "in_flight_limit",
+        ] {
+            self.requests_shed.with_label_values(&[r]);
         }
         for r in ["late", "duplicate", "buffer_full"] {
             self.samples_dropped.with_label_values(&[r]);

@@ -241,7 +241,10 @@ async fn a_full_queue_sheds_with_429_and_counts_it() {
     let model = bundled_model();
     let golden = golden(&model);
     let mut args = test_args(model);
-    args.queue_capacity = 1;
+    // One-shot requests have their own queue; all eight come from one peer, so no per-client limit here.
+    args.predict_queue_capacity = 1;
+    args.max_request_rows = 1;
+    args.max_requests_per_client = 0;
     args.max_batch_size = 1;
     let gate = Arc::new(Mutex::new(()));
     let server = launch_server(args.clone(), gated_hooks(&args, Arc::clone(&gate))).await;
@@ -281,9 +284,18 @@ async fn a_full_queue_sheds_with_429_and_counts_it() {
     assert_eq!(
         metric_value(
             &text,
-            "crossl_windows_shed_total",
+            "crossl_requests_shed_total",
             &[("reason", "queue_full")]
         ),
         Some(f64::from(shed))
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "crossl_windows_shed_total",
+            &[("reason", "queue_full")]
+        ),
+        Some(0.0),
+        "one-shot requests never count as streaming windows shed"
     );
 }

@@ -352,6 +352,26 @@ impl Ingest for IngestService {
         &self,
         request: Request<proto::PredictRequest>,
     ) -> Result<Response<proto::Prediction>, Status> {
+        // One-shot admission: a place in this caller's concurrency limit (API key, else peer address).
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_string());
+        let client = crate::batch::ClientKey::new(
+            self.core.auth.is_enabled(),
+            token.as_deref(),
+            request.remote_addr().map(|a| a.ip()),
+        );
+        let _permit = self.core.clients.acquire(&client).inspect_err(|e| {
+            let m = &self.core.metrics;
+            m.predict_requests.with_label_values(&[TRANSPORT]).inc();
+            m.predict_rejected
+                .with_label_values(&[TRANSPORT, e.reason()])
+                .inc();
+        })?;
         let modalities: HashMap<String, Vec<f32>> = request
             .into_inner()
             .modalities

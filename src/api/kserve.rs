@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use super::body::TensorData;
 use super::http_error::{AppJson, AppPath, ErrorBody};
+use super::rest::OneShotPermit;
 use crate::app::Core;
 use crate::error::Error;
 use crate::ingest::Transport;
@@ -166,9 +168,9 @@ pub struct InferInput {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
-    /// Row-major values (nested arrays are flattened).
+    /// Row-major values (nested arrays are flattened), decoded straight into `f32` (see `api::body`).
     #[schema(value_type = Vec<f32>)]
-    pub data: serde_json::Value,
+    pub data: TensorData,
 }
 
 /// `POST /v2/models/{name}/infer` body.
@@ -199,18 +201,24 @@ pub struct InferResponse {
 }
 
 /// Runs the model on a batch given as its ONNX inputs: `x_<modality>` `[batch, channels, window_samples]`
-/// and optionally `present` `[batch, n_modalities]` (default: 1 for every modality input given). Rows are
-/// batched with all other traffic. Absent modalities are zeroed before inference.
+/// and optionally `present` `[batch, n_modalities]` (default: 1 for every modality input given). The
+/// batch is at most `--max-request-rows` rows, each with at least one modality present; its rows enter
+/// the one-shot queue together (or the request is refused with 429) and are batched with other traffic.
+/// Absent modalities are zeroed before inference.
 #[utoipa::path(
     post, path = "/v2/models/{model_name}/infer",
     params(("model_name" = String, Path, description = "Model name from model.json")),
     request_body = InferRequest,
-    responses((status = 200, body = InferResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody))
+    responses((status = 200, body = InferResponse),
+              (status = 400, body = ErrorBody, description = "bad input, too many rows, a row with no modality present"),
+              (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "one-shot queue full, or this client's concurrent one-shot requests at their limit"),
+              (status = 503, body = ErrorBody))
 )]
 pub async fn infer(
     State(core): State<Core>,
     AppPath(model_name): AppPath<String>,
+    permit: Result<OneShotPermit, Error>,
     request: Result<AppJson<InferRequest>, Error>,
 ) -> Result<Json<InferResponse>, Error> {
     check_name(&core, &model_name)?;
@@ -220,9 +228,9 @@ pub async fn infer(
         .predict_requests
         .with_label_values(&[transport])
         .inc();
-    let result = match request {
-        Ok(AppJson(request)) => run_infer(&core, request, arrived).await,
-        Err(e) => Err(e),
+    let result = match (permit, request) {
+        (Ok(_permit), Ok(AppJson(request))) => run_infer(&core, request, arrived).await,
+        (Err(e), _) | (_, Err(e)) => Err(e),
     };
     if let Err(e) = &result {
         core.metrics
@@ -239,24 +247,19 @@ async fn run_infer(
     arrived: Instant,
 ) -> Result<InferResponse, Error> {
     let m = &core.manifest;
-    let rows = to_model_inputs(m, &request.inputs)?;
+    let rows = to_model_inputs(m, request.inputs, core.args.max_request_rows)?;
     let batch = rows.len();
-    let answers = futures::future::join_all(
-        rows.into_iter()
-            .map(|input| core.predict_input(input, arrived)),
-    )
-    .await;
+    let answers = core.predict_rows(rows, arrived).await?;
     let k = m.classes.len();
     let (mut logits, mut probabilities, mut embedding) = (
         Vec::with_capacity(batch * k),
         Vec::with_capacity(batch * k),
         Vec::with_capacity(batch * m.embedding_size),
     );
-    for answer in answers {
-        let a = answer?;
-        logits.extend(a.logits);
-        probabilities.extend(a.probabilities);
-        embedding.extend(a.embedding);
+    for a in answers {
+        logits.extend(a.output.logits);
+        probabilities.extend(a.output.probabilities);
+        embedding.extend(a.output.embedding);
     }
     let out = |name: &str, width: usize, data: Vec<f32>| InferOutput {
         name: name.to_string(),
@@ -276,32 +279,12 @@ async fn run_infer(
     })
 }
 
-/// Most rows in one infer request (each is a window in the shared queue).
-const MAX_INFER_BATCH: usize = 1024;
-
-fn flatten(value: &serde_json::Value, name: &str, out: &mut Vec<f32>) -> Result<(), Error> {
-    match value {
-        serde_json::Value::Array(items) => items.iter().try_for_each(|v| flatten(v, name, out)),
-        serde_json::Value::Number(n) => {
-            let v = n.as_f64().unwrap_or(f64::NAN) as f32;
-            if !v.is_finite() {
-                return Err(Error::invalid(
-                    "non_finite",
-                    format!("input {name:?} holds {n}, which is not a finite FP32 value"),
-                ));
-            }
-            out.push(v);
-            Ok(())
-        }
-        other => Err(Error::invalid(
-            "wrong_datatype",
-            format!("input {name:?} holds {other}, expected FP32 numbers"),
-        )),
-    }
-}
-
 /// Splits the named batch tensors into per-window model inputs, checking names, types and shapes.
-fn to_model_inputs(m: &Manifest, inputs: &[InferInput]) -> Result<Vec<ModelInput>, Error> {
+fn to_model_inputs(
+    m: &Manifest,
+    inputs: Vec<InferInput>,
+    max_rows: usize,
+) -> Result<Vec<ModelInput>, Error> {
     let mut batch: Option<usize> = None;
     let mut given: Vec<Option<Vec<f32>>> = vec![None; m.modalities.len()];
     let mut present: Option<Vec<f32>> = None;
@@ -353,10 +336,13 @@ fn to_model_inputs(m: &Manifest, inputs: &[InferInput]) -> Result<Vec<ModelInput
             ));
         }
         let rows = input.shape[0] as usize;
-        if rows > MAX_INFER_BATCH {
+        if rows > max_rows {
             return Err(Error::invalid(
-                "too_many_samples",
-                format!("batch of {rows} rows; at most {MAX_INFER_BATCH} per request"),
+                "too_many_rows",
+                format!(
+                    "batch of {rows} rows; at most {max_rows} per request (--max-request-rows): \
+                     split it into several requests"
+                ),
             ));
         }
         if *batch.get_or_insert(rows) != rows {
@@ -369,8 +355,10 @@ fn to_model_inputs(m: &Manifest, inputs: &[InferInput]) -> Result<Vec<ModelInput
                 ),
             ));
         }
-        let mut data = Vec::with_capacity(rows * expected.iter().product::<usize>());
-        flatten(&input.data, &input.name, &mut data)?;
+        if let Some(problem) = input.data.problem {
+            return Err(problem.into_error(&input.name));
+        }
+        let data = input.data.values;
         if data.len() != rows * expected.iter().product::<usize>() {
             return Err(Error::invalid(
                 "wrong_length",
@@ -415,6 +403,19 @@ fn to_model_inputs(m: &Manifest, inputs: &[InferInput]) -> Result<Vec<ModelInput
                 }
                 (_, false) => {}
             }
+        }
+        if !input.present.contains(&true) {
+            return Err(Error::invalid(
+                "all_absent",
+                format!(
+                    "row {r} has no modality present; every row needs at least one of {}",
+                    m.modalities
+                        .iter()
+                        .map(|s| s.input.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         out.push(input);
     }

@@ -1,6 +1,7 @@
 //! Transport adapters over the core: REST (+ KServe v2, health, OpenAPI), WebSocket and gRPC.
 
 pub mod auth;
+pub mod body;
 pub mod feed;
 pub mod grpc;
 pub mod http_error;

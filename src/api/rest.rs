@@ -3,16 +3,22 @@
 
 use std::collections::HashMap;
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
+use super::auth::bearer_token;
+use super::body::SampleRows;
 use super::http_error::{AppJson, AppPath, AppQuery, ErrorBody};
 use crate::app::{Core, Health, Phase, PredictOutput};
+use crate::batch::{ClientKey, ClientPermit};
 use crate::error::Error;
 use crate::infer::RuntimeInfo;
 use crate::ingest::{DeviceInfo, ModalityStatus, Transport};
@@ -172,7 +178,14 @@ async fn readyz(State(core): State<Core>) -> Response {
 pub struct BatchingInfo {
     pub max_batch_size: usize,
     pub max_batch_delay_ms: u64,
+    /// Streaming window queue.
     pub queue_capacity: usize,
+    /// One-shot queue, in rows.
+    pub predict_queue_capacity: usize,
+    /// Most rows in one one-shot request.
+    pub max_request_rows: usize,
+    /// Most one-shot requests in flight per client (0 = no limit).
+    pub max_requests_per_client: usize,
     pub window_deadline_ms: u64,
     pub intra_op_threads: usize,
 }
@@ -216,6 +229,9 @@ async fn model(State(core): State<Core>) -> Json<ModelResponse> {
             max_batch_size: a.max_batch_size,
             max_batch_delay_ms: a.max_batch_delay_ms,
             queue_capacity: a.queue_capacity,
+            predict_queue_capacity: a.predict_queue_capacity,
+            max_request_rows: a.max_request_rows,
+            max_requests_per_client: a.max_requests_per_client,
             window_deadline_ms: a.window_deadline_ms,
             intra_op_threads: a.intra_op_threads,
         },
@@ -336,9 +352,40 @@ async fn prediction_history(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PredictRequest {
     /// Modality name → `window_samples` samples, each an array of `channels` values (raw sensor units).
-    /// An omitted modality is absent.
+    /// An omitted modality is absent; at least one must be given. Decoded straight into flat `f32`
+    /// buffers (see `api::body`).
     #[schema(value_type = HashMap<String, Vec<Vec<f32>>>)]
-    pub modalities: HashMap<String, Vec<Vec<f32>>>,
+    pub modalities: HashMap<String, SampleRows>,
+}
+
+/// A place in the caller's one-shot concurrency limit (`--max-requests-per-client`), taken before the
+/// body is read; the caller is its API key when auth is on, else its peer address.
+#[derive(Debug)]
+pub struct OneShotPermit(#[allow(dead_code)] ClientPermit);
+
+impl FromRequestParts<Core> for OneShotPermit {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, core: &Core) -> Result<Self, Error> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let client = ClientKey::new(core.auth.is_enabled(), bearer_token(&parts.headers), peer);
+        core.clients.acquire(&client).map(OneShotPermit)
+    }
+}
+
+/// Counts a one-shot request refused before it reached the core (the core counts its own refusals).
+pub(crate) fn count_refused_request(core: &Core, e: &Error) {
+    core.metrics
+        .predict_requests
+        .with_label_values(&[Transport::Rest.as_str()])
+        .inc();
+    core.metrics
+        .predict_rejected
+        .with_label_values(&[Transport::Rest.as_str(), e.reason()])
+        .inc();
 }
 
 /// `POST /v1/predict` answer.
@@ -360,15 +407,18 @@ pub struct PredictResponse {
     post, path = "/v1/predict", request_body = PredictRequest,
     responses(
         (status = 200, body = PredictResponse),
-        (status = 400, body = ErrorBody, description = "unknown modality, wrong channel count, wrong length, non-finite value, bad JSON"),
-        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)
+        (status = 400, body = ErrorBody, description = "no modality, unknown modality, wrong channel count, wrong length, non-finite value, bad or empty JSON"),
+        (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "one-shot queue full, or this client's concurrent one-shot requests at their limit"),
+        (status = 503, body = ErrorBody)
     )
 )]
 async fn predict(
     State(core): State<Core>,
+    permit: Result<OneShotPermit, Error>,
     request: Result<AppJson<PredictRequest>, Error>,
 ) -> Result<Json<PredictResponse>, Error> {
-    let out = run_window(&core, request).await?;
+    let out = run_window(&core, permit, request).await?;
     Ok(Json(PredictResponse {
         label: out.label,
         class_index: out.class_index,
@@ -395,15 +445,18 @@ pub struct EmbedResponse {
     post, path = "/v1/embed", request_body = PredictRequest,
     responses(
         (status = 200, body = EmbedResponse),
-        (status = 400, body = ErrorBody, description = "unknown modality, wrong channel count, wrong length, non-finite value, bad JSON"),
-        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)
+        (status = 400, body = ErrorBody, description = "no modality, unknown modality, wrong channel count, wrong length, non-finite value, bad or empty JSON"),
+        (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "one-shot queue full, or this client's concurrent one-shot requests at their limit"),
+        (status = 503, body = ErrorBody)
     )
 )]
 async fn embed(
     State(core): State<Core>,
+    permit: Result<OneShotPermit, Error>,
     request: Result<AppJson<PredictRequest>, Error>,
 ) -> Result<Json<EmbedResponse>, Error> {
-    let out = run_window(&core, request).await?;
+    let out = run_window(&core, permit, request).await?;
     Ok(Json(EmbedResponse {
         embedding: out.embedding,
         present: out.present,
@@ -412,51 +465,38 @@ async fn embed(
 }
 
 /// Validates a one-window body and runs it through the core; a body refused here is counted like one
-/// the core refuses.
+/// the core refuses. The permit is held until the answer is ready.
 async fn run_window(
     core: &Core,
+    permit: Result<OneShotPermit, Error>,
     request: Result<AppJson<PredictRequest>, Error>,
 ) -> Result<PredictOutput, Error> {
-    let modalities = match request.and_then(|AppJson(r)| flatten_rows(core, r)) {
+    let checked = permit.and_then(|permit| {
+        request
+            .and_then(|AppJson(r)| flatten_rows(core, r))
+            .map(|m| (permit, m))
+    });
+    let (_permit, modalities) = match checked {
         Ok(m) => m,
         Err(e) => {
-            core.metrics
-                .predict_requests
-                .with_label_values(&[Transport::Rest.as_str()])
-                .inc();
-            core.metrics
-                .predict_rejected
-                .with_label_values(&[Transport::Rest.as_str(), e.reason()])
-                .inc();
+            count_refused_request(core, &e);
             return Err(e);
         }
     };
     core.predict(Transport::Rest, modalities).await
 }
 
-/// Samples-major rows → row-major flat values, checking every row's channel count.
+/// Checks every row's channel count and hands over the already flat row-major values.
 fn flatten_rows(core: &Core, request: PredictRequest) -> Result<HashMap<String, Vec<f32>>, Error> {
     let mut out = HashMap::with_capacity(request.modalities.len());
     for (name, rows) in request.modalities {
         let channels = match core.manifest.modality_index(&name) {
             Some(i) => core.manifest.modalities[i].channels,
             // Unknown names are reported by the core with the list of known ones.
-            None => rows.first().map_or(1, Vec::len),
+            None => rows.width,
         };
-        let mut flat = Vec::with_capacity(rows.len() * channels);
-        for (i, row) in rows.iter().enumerate() {
-            if row.len() != channels {
-                return Err(Error::invalid(
-                    "wrong_channels",
-                    format!(
-                        "modality {name:?} sample {i} has {} values; the model expects {channels} channels",
-                        row.len()
-                    ),
-                ));
-            }
-            flat.extend_from_slice(row);
-        }
-        out.insert(name, flat);
+        rows.check_channels(&name, channels)?;
+        out.insert(name, rows.values);
     }
     Ok(out)
 }

@@ -11,38 +11,53 @@ use crate::error::Error;
 use crate::infer::{Batch, InferRequest};
 use crate::model::Manifest;
 
+/// Fills `batch` from the queues; returns how many jobs moved and whether the batcher is closed and empty.
+fn take(
+    shared: &Shared,
+    batch: &mut Vec<Queued>,
+    one_shot_in_batch: &mut usize,
+    max_batch: usize,
+    share: usize,
+) -> (usize, bool) {
+    let mut queues = shared.queues.lock().unwrap_or_else(|p| p.into_inner());
+    let moved = queues.take(batch, one_shot_in_batch, max_batch, share);
+    (moved, queues.is_closing() && queues.is_empty())
+}
+
 pub(super) async fn run(
     config: BatcherConfig,
     manifest: Arc<Manifest>,
-    mut rx: mpsc::Receiver<Queued>,
     pool: mpsc::Sender<InferRequest>,
     sink: Sink,
     shared: Arc<Shared>,
 ) {
     let max_batch = config.max_batch_size.max(1);
-    let mut closing = false;
+    let share = config.one_shot_share();
     loop {
-        let first = if closing {
-            rx.recv().await
-        } else {
-            tokio::select! {
-                job = rx.recv() => job,
-                () = shared.close.notified() => {
-                    // Refuse new sends, keep what is queued.
-                    closing = true;
-                    rx.close();
-                    continue;
-                }
+        let mut jobs = Vec::with_capacity(max_batch);
+        let mut one_shot = 0;
+        // Wait for the first job (or for close with nothing left).
+        loop {
+            let (_, drained) = take(&shared, &mut jobs, &mut one_shot, max_batch, share);
+            if !jobs.is_empty() {
+                break;
             }
-        };
-        let Some(first) = first else { break };
-        let mut jobs = vec![first];
+            if drained {
+                // Dropping `pool` lets the workers exit once they have run what they hold.
+                tracing::debug!("batcher drained");
+                return;
+            }
+            shared.wake.notified().await;
+        }
         let deadline = tokio::time::Instant::now() + config.max_batch_delay;
         while jobs.len() < max_batch {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(job)) => jobs.push(job),
-                Ok(None) | Err(_) => break,
+            if tokio::time::timeout_at(deadline, shared.wake.notified())
+                .await
+                .is_err()
+            {
+                break;
             }
+            take(&shared, &mut jobs, &mut one_shot, max_batch, share);
         }
         // Wait for room at the workers; whatever queued meanwhile joins this batch.
         let permit = match pool.reserve().await {
@@ -58,12 +73,7 @@ pub(super) async fn run(
                 continue;
             }
         };
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+        take(&shared, &mut jobs, &mut one_shot, max_batch, share);
         let now = Instant::now();
         let mut metas = Vec::with_capacity(jobs.len());
         let mut inputs = Vec::with_capacity(jobs.len());
@@ -100,6 +110,4 @@ pub(super) async fn run(
             done: Box::new(move |result, timing| sink.deliver(metas, result, timing)),
         });
     }
-    // Dropping `pool` here lets the workers exit once they have run what they hold.
-    tracing::debug!("batcher drained");
 }

@@ -29,14 +29,18 @@ pub(super) struct Sink {
 }
 
 impl Sink {
-    /// A job that will not run: tell the caller, or count the dropped streaming window.
+    /// A job that will not run: tell the caller (its request counts the refusal in
+    /// `predict_rejected`), or count the dropped streaming window.
     pub(super) fn fail(&self, reply: Reply, error: Error, shed_reason: &'static str) {
-        self.metrics
-            .windows_shed
-            .with_label_values(&[shed_reason])
-            .inc();
-        if let Reply::Caller(tx) = reply {
-            let _ = tx.send(Err(error));
+        match reply {
+            Reply::Caller(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            Reply::Store(_) => self
+                .metrics
+                .windows_shed
+                .with_label_values(&[shed_reason])
+                .inc(),
         }
     }
 

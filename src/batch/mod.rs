@@ -1,24 +1,34 @@
-//! The bounded window queue in front of inference and the batcher actor behind it. Windows from every
-//! device (and one-window predict calls) become [`Job`]s; the actor groups them into batches of up to
-//! `max_batch_size`, waiting at most `max_batch_delay` after the first, and hands each batch to the worker
-//! pool. A full queue sheds new windows; windows older than the deadline are dropped. Both are counted.
+//! The admission queues in front of inference and the batcher actor behind them. Streaming windows and
+//! one-shot requests (`/v1/predict`, `/v1/embed`, OIP infer, gRPC `Predict`) are two admission classes with
+//! queues of their own, so a flood of one-shot rows can never take a streaming window's place: each class
+//! sheds only its own jobs when its queue is full. The actor groups jobs into batches of up to
+//! `max_batch_size`, waiting at most `max_batch_delay` after the first; streaming windows fill a batch
+//! first, except for a reserved share that one-shot rows get whenever they are waiting (so neither class
+//! starves the other). Windows older than the deadline are dropped. Every refusal is counted.
+//!
+//! On top of the queue, [`ClientLimiter`] caps the one-shot requests a single client (API key, or peer
+//! address when auth is off) may have in flight.
 
 mod actor;
+mod admission;
 mod delivery;
+mod queues;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::oneshot;
+
+pub use admission::{ClientKey, ClientLimiter, ClientPermit};
 
 use crate::error::Error;
 use crate::infer::InferRequest;
 use crate::metrics::Metrics;
 use crate::model::{Manifest, ModelInput, ModelOutput};
 use crate::store::{PredictionStore, Timings};
+use queues::Queues;
 
 /// Where a streaming window's prediction goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,10 +40,29 @@ pub struct StreamTarget {
 /// Who gets a job's result.
 #[derive(Debug)]
 pub enum Reply {
-    /// A caller waiting on the answer (one-window predict).
+    /// A caller waiting on the answer (one-shot request row).
     Caller(oneshot::Sender<Result<Answer, Error>>),
     /// A streaming window: the prediction goes to the store and its live feed.
     Store(StreamTarget),
+}
+
+/// The admission class of a job; each has its own queue and capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Windows closed by the streaming ingest path.
+    Streaming,
+    /// Rows of one-shot requests whose caller waits for the answer.
+    OneShot,
+}
+
+impl Reply {
+    /// A waiting caller is one-shot; a window bound for the store is streaming.
+    pub fn class(&self) -> Class {
+        match self {
+            Reply::Caller(_) => Class::OneShot,
+            Reply::Store(_) => Class::Streaming,
+        }
+    }
 }
 
 /// Result for a waiting caller.
@@ -59,25 +88,35 @@ pub struct Job {
 pub struct BatcherConfig {
     pub max_batch_size: usize,
     pub max_batch_delay: Duration,
+    /// Capacity of the streaming window queue.
     pub queue_capacity: usize,
+    /// Capacity of the one-shot queue, in rows (a request is admitted whole or refused whole).
+    pub one_shot_queue_capacity: usize,
     pub window_deadline: Duration,
+}
+
+impl BatcherConfig {
+    /// Batch slots reserved for one-shot rows when any are waiting: a quarter of the batch, at least one.
+    pub fn one_shot_share(&self) -> usize {
+        (self.max_batch_size.max(1) / 4).max(1)
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
-    closing: AtomicBool,
-    close: Notify,
+    queues: std::sync::Mutex<Queues>,
+    /// Woken on every admission and on close.
+    wake: tokio::sync::Notify,
     metrics: Arc<Metrics>,
 }
 
-/// Handle to the batcher actor (a `Clone` struct around the queue's sender).
+/// Handle to the batcher actor; cloning is cheap.
 #[derive(Clone, Debug)]
 pub struct Batcher {
-    tx: mpsc::Sender<Queued>,
     shared: Arc<Shared>,
 }
 
-/// A job and when it entered the queue.
+/// A job and when it entered its queue.
 #[derive(Debug)]
 struct Queued {
     job: Job,
@@ -85,19 +124,21 @@ struct Queued {
 }
 
 impl Batcher {
-    /// Spawns the actor on the current tokio runtime. It exits after [`Batcher::close`] once the queue is
-    /// drained and every batch is handed to the pool; the returned handle completes then.
+    /// Spawns the actor on the current tokio runtime. It exits after [`Batcher::close`] once both queues
+    /// are drained and every batch is handed to the pool; the returned handle completes then.
     pub fn start(
         config: BatcherConfig,
         manifest: Arc<Manifest>,
-        pool: mpsc::Sender<InferRequest>,
+        pool: tokio::sync::mpsc::Sender<InferRequest>,
         store: PredictionStore,
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let shared = Arc::new(Shared {
-            closing: AtomicBool::new(false),
-            close: Notify::new(),
+            queues: std::sync::Mutex::new(Queues::new(
+                config.queue_capacity.max(1),
+                config.one_shot_queue_capacity.max(1),
+            )),
+            wake: tokio::sync::Notify::new(),
             metrics: Arc::clone(&metrics),
         });
         let sink = delivery::Sink {
@@ -108,85 +149,122 @@ impl Batcher {
         let task = tokio::spawn(actor::run(
             config,
             manifest,
-            rx,
             pool,
             sink,
             Arc::clone(&shared),
         ));
-        (Self { tx, shared }, task)
+        (Self { shared }, task)
     }
 
-    /// Queues a job without waiting. A full queue or a closing batcher refuses it (counted as shed).
+    /// Queues one job without waiting. A full queue of the job's class or a closing batcher refuses it
+    /// (counted: streaming windows in `windows_shed`, one-shot requests in `requests_shed`).
     pub fn submit(&self, job: Job) -> Result<(), Error> {
-        if self.shared.closing.load(Ordering::Acquire) {
-            self.shared
-                .metrics
-                .windows_shed
-                .with_label_values(&["shutdown"])
-                .inc();
-            return Err(Error::Unavailable(
-                "shutting down: no new windows are accepted".into(),
-            ));
-        }
-        let queued = Queued {
-            job,
-            enqueued_at: Instant::now(),
+        let class = job.reply.class();
+        self.submit_all(class, vec![job])
+    }
+
+    /// Queues jobs of one class all together or not at all (a one-shot request's rows are admitted whole,
+    /// so a refused request leaves nothing behind in the queue).
+    fn submit_all(&self, class: Class, jobs: Vec<Job>) -> Result<(), Error> {
+        let n = jobs.len();
+        let admitted = {
+            let mut queues = self.shared.queues.lock().unwrap_or_else(|p| p.into_inner());
+            queues.admit(class, jobs, Instant::now())
         };
-        match self.tx.try_send(queued) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.shared
-                    .metrics
-                    .windows_shed
-                    .with_label_values(&["queue_full"])
-                    .inc();
-                Err(Error::ResourceExhausted {
-                    reason: "queue_full",
-                    message: "inference queue is full; retry later".into(),
-                })
+        match admitted {
+            Ok(()) => {
+                self.shared.wake.notify_one();
+                Ok(())
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.shared
-                    .metrics
-                    .windows_shed
-                    .with_label_values(&["shutdown"])
-                    .inc();
-                Err(Error::Unavailable(
-                    "shutting down: no new windows are accepted".into(),
-                ))
+            Err(refusal) => {
+                let reason = refusal.reason();
+                match class {
+                    Class::Streaming => self
+                        .shared
+                        .metrics
+                        .windows_shed
+                        .with_label_values(&[reason])
+                        .inc_by(n as u64),
+                    Class::OneShot => self
+                        .shared
+                        .metrics
+                        .requests_shed
+                        .with_label_values(&[reason])
+                        .inc(),
+                }
+                Err(refusal.into_error(class, n))
             }
         }
     }
 
-    /// Runs one window through the queue and waits for its outputs.
+    /// Runs one window through the one-shot queue and waits for its outputs.
     pub async fn predict(&self, input: ModelInput, ready_at: Instant) -> Result<Answer, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Job {
-            input,
-            reply: Reply::Caller(reply),
-            ready_at,
-            span: tracing::Span::current(),
-        })?;
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::Internal(
-                "the inference pipeline dropped the request".into(),
-            ))
-        })
+        let mut answers = self.predict_rows(vec![input], ready_at).await?;
+        answers
+            .pop()
+            .ok_or_else(|| Error::Internal("the inference pipeline lost a row".into()))
+    }
+
+    /// Runs the rows of one one-shot request (admitted together or refused together) and waits for every
+    /// answer, in row order. The first failed row fails the request.
+    pub async fn predict_rows(
+        &self,
+        inputs: Vec<ModelInput>,
+        ready_at: Instant,
+    ) -> Result<Vec<Answer>, Error> {
+        let span = tracing::Span::current();
+        let mut receivers = Vec::with_capacity(inputs.len());
+        let jobs = inputs
+            .into_iter()
+            .map(|input| {
+                let (reply, rx) = oneshot::channel();
+                receivers.push(rx);
+                Job {
+                    input,
+                    reply: Reply::Caller(reply),
+                    ready_at,
+                    span: span.clone(),
+                }
+            })
+            .collect();
+        self.submit_all(Class::OneShot, jobs)?;
+        let mut answers = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            let answer = rx.await.unwrap_or_else(|_| {
+                Err(Error::Internal(
+                    "the inference pipeline dropped the request".into(),
+                ))
+            })?;
+            answers.push(answer);
+        }
+        Ok(answers)
     }
 
     /// Stops accepting jobs; what is queued still runs.
     pub fn close(&self) {
-        self.shared.closing.store(true, Ordering::Release);
-        self.shared.close.notify_one();
+        self.shared
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .close();
+        self.shared.wake.notify_one();
     }
 
     /// Whether [`Batcher::close`] was called.
     pub fn is_closing(&self) -> bool {
-        self.shared.closing.load(Ordering::Acquire)
+        self.shared
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_closing()
     }
 
-    /// Jobs waiting in the queue.
+    /// Jobs waiting in the queues (both classes).
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }

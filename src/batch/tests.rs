@@ -65,7 +65,20 @@ fn config(max_batch_size: usize, queue_capacity: usize) -> BatcherConfig {
         max_batch_size,
         max_batch_delay: Duration::from_millis(20),
         queue_capacity,
+        one_shot_queue_capacity: queue_capacity,
         window_deadline: Duration::from_secs(30),
+    }
+}
+
+fn stream_job(device: &str, end: i64) -> Job {
+    Job {
+        input: input(end as f32),
+        reply: Reply::Store(StreamTarget {
+            device_id: device.into(),
+            window_end_unix_nanos: end,
+        }),
+        ready_at: Instant::now(),
+        span: tracing::Span::none(),
     }
 }
 
@@ -121,10 +134,19 @@ async fn full_queue_sheds_with_resource_exhausted() {
     assert!(refused > 0, "a blocked worker must make the queue overflow");
     assert_eq!(
         h.metrics
+            .requests_shed
+            .with_label_values(&["queue_full"])
+            .get(),
+        refused,
+        "one-shot refusals are requests shed"
+    );
+    assert_eq!(
+        h.metrics
             .windows_shed
             .with_label_values(&["queue_full"])
             .get(),
-        refused
+        0,
+        "no streaming window was shed"
     );
     drop(held);
     for rx in waiting {
@@ -142,12 +164,27 @@ async fn windows_past_their_deadline_are_dropped() {
     let old = Instant::now() - Duration::from_millis(500);
     let err = h.batcher.predict(input(1.0), old).await.unwrap_err();
     assert_eq!(err.kind(), "deadline_exceeded");
+    let mut job = stream_job("d", 7);
+    job.ready_at = old;
+    h.batcher.submit(job).expect("queued");
+    for _ in 0..500 {
+        if h.metrics
+            .windows_shed
+            .with_label_values(&["deadline"])
+            .get()
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         h.metrics
             .windows_shed
             .with_label_values(&["deadline"])
             .get(),
-        1
+        1,
+        "the stale streaming window is counted; the one-shot caller got its error instead"
     );
     h.batcher
         .predict(input(2.0), Instant::now())
@@ -229,6 +266,145 @@ async fn close_drains_the_queue_then_refuses() {
     tokio::task::spawn_blocking(move || pool.join())
         .await
         .expect("workers exit");
+}
+
+#[tokio::test]
+async fn one_shot_load_never_sheds_streaming_windows() {
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().expect("gate");
+    let mut c = config(4, 8);
+    c.one_shot_queue_capacity = 6;
+    let h = harness(c, Some(Arc::clone(&gate))).await;
+    // Fill the one-shot class until it refuses (a blocked worker holds what the actor took).
+    let mut pending = Vec::new();
+    let mut refused = 0;
+    for i in 0..20 {
+        let b = h.batcher.clone();
+        let rows = vec![input(i as f32), input(i as f32)];
+        pending.push(tokio::spawn(async move {
+            b.predict_rows(rows, Instant::now()).await
+        }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Streaming windows still find their whole queue free of one-shot rows.
+    for end in 0..8 {
+        h.batcher
+            .submit(stream_job("dev", end))
+            .expect("streaming has its own places");
+    }
+    drop(held);
+    for p in pending {
+        match p.await.expect("task") {
+            Ok(answers) => assert_eq!(answers.len(), 2),
+            Err(e) => {
+                assert_eq!(e.reason(), "queue_full");
+                assert!(e.to_string().contains("one-shot"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the one-shot class overflowed");
+    assert_eq!(
+        h.metrics
+            .requests_shed
+            .with_label_values(&["queue_full"])
+            .get(),
+        refused
+    );
+    assert_eq!(
+        h.metrics
+            .windows_shed
+            .with_label_values(&["queue_full"])
+            .get(),
+        0
+    );
+    for _ in 0..500 {
+        if h.store.history("dev", None, 100).len() == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.store.history("dev", None, 100).len(), 8);
+}
+
+#[tokio::test]
+async fn a_request_is_admitted_whole_or_refused_whole() {
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().expect("gate");
+    let mut c = config(1, 8);
+    c.one_shot_queue_capacity = 4;
+    let h = harness(c, Some(Arc::clone(&gate))).await;
+    let err = h
+        .batcher
+        .predict_rows((0..5).map(|i| input(i as f32)).collect(), Instant::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "queue_full");
+    assert_eq!(
+        h.batcher.queued(),
+        0,
+        "no row of a refused request stays queued"
+    );
+    drop(held);
+    let answers = h
+        .batcher
+        .predict_rows((0..4).map(|i| input(i as f32)).collect(), Instant::now())
+        .await
+        .expect("four rows fit");
+    let firsts: Vec<f32> = answers.iter().map(|a| a.output.logits[0]).collect();
+    assert_eq!(firsts, vec![0.0, 1.0, 2.0, 3.0], "answers in row order");
+}
+
+#[test]
+fn batches_fill_with_streaming_first_after_the_one_shot_share() {
+    let mut q = queues::Queues::new(64, 64);
+    let now = Instant::now();
+    let one_shot = |i: usize| Job {
+        input: input(i as f32),
+        reply: Reply::Caller(oneshot::channel().0),
+        ready_at: now,
+        span: tracing::Span::none(),
+    };
+    q.admit(Class::OneShot, (0..10).map(one_shot).collect(), now)
+        .expect("one-shot");
+    q.admit(
+        Class::Streaming,
+        (0..10).map(|i| stream_job("d", i)).collect(),
+        now,
+    )
+    .expect("streaming");
+    let classes = |b: &Vec<Queued>| {
+        b.iter()
+            .filter(|q| q.job.reply.class() == Class::OneShot)
+            .count()
+    };
+    // 8 slots, share 2: two one-shot rows, six streaming windows.
+    let (mut batch, mut os) = (Vec::new(), 0);
+    assert_eq!(q.take(&mut batch, &mut os, 8, 2), 8);
+    assert_eq!((classes(&batch), os), (2, 2));
+    // Next batch: the last four streaming windows, then one-shot rows fill the rest.
+    let (mut batch, mut os) = (Vec::new(), 0);
+    assert_eq!(q.take(&mut batch, &mut os, 8, 2), 8);
+    assert_eq!(classes(&batch), 4);
+    // A top-up of a batch that already holds its share takes streaming first.
+    q.admit(
+        Class::Streaming,
+        (0..3).map(|i| stream_job("d", i)).collect(),
+        now,
+    )
+    .expect("streaming");
+    let (mut batch, mut os) = (Vec::new(), 2);
+    assert_eq!(q.take(&mut batch, &mut os, 4, 2), 4);
+    assert_eq!(
+        classes(&batch),
+        1,
+        "three streaming windows, then one one-shot row"
+    );
+    q.close();
+    assert_eq!(
+        q.admit(Class::Streaming, vec![stream_job("d", 9)], now),
+        Err(queues::Refusal::Closed)
+    );
 }
 
 proptest! {

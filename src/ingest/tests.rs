@@ -30,12 +30,23 @@ async fn harness(limits: IngestLimits) -> Harness {
     let (pool, ready) = WorkerPool::start(1, factory, Vec::new());
     ready.await.expect("ready");
     let metrics = Arc::new(Metrics::new(2, 8));
-    let store = PredictionStore::new(64, 64);
+    let clock = ManualClock::new(T0);
+    // Retention counts on the server clock the ingest ticks with.
+    let store = PredictionStore::bounded(
+        crate::store::StoreLimits {
+            history_len: 64,
+            feed_capacity: 64,
+            max_devices: usize::MAX,
+        },
+        Arc::new(clock.clone()),
+        metrics.store_devices_evicted.clone(),
+    );
     let (batcher, _actor) = Batcher::start(
         BatcherConfig {
             max_batch_size: 8,
             max_batch_delay: Duration::from_millis(1),
             queue_capacity: 64,
+            one_shot_queue_capacity: 64,
             window_deadline: Duration::from_secs(30),
         },
         Arc::clone(&manifest),
@@ -43,7 +54,6 @@ async fn harness(limits: IngestLimits) -> Harness {
         store.clone(),
         Arc::clone(&metrics),
     );
-    let clock = ManualClock::new(T0);
     let ingest = Ingest::new(
         manifest,
         WindowPolicy::default(),

@@ -47,8 +47,8 @@ impl ModelInput {
     }
 
     /// Builds the input from samples-major data (the `POST /v1/predict` layout: `window_samples` rows of
-    /// `channels` values, flattened row-major) keyed by modality name; an omitted modality is absent.
-    /// Errors say which modality and what is wrong.
+    /// `channels` values, flattened row-major) keyed by modality name; an omitted modality is absent, and
+    /// at least one must be given. Errors say which modality and what is wrong.
     pub fn from_samples_major<'a>(
         manifest: &Manifest,
         modalities: impl IntoIterator<Item = (&'a str, &'a [f32])>,
@@ -85,6 +85,21 @@ impl ModelInput {
                 block[channel * spec.window_samples + sample] = *v;
             }
             input.present[idx] = true;
+        }
+        // A window with nothing in it has no answer: the model would only echo its prior.
+        if !input.present.contains(&true) {
+            return Err(Error::invalid(
+                "all_absent",
+                format!(
+                    "no modality given; a window needs at least one of {}",
+                    manifest
+                        .modalities
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         Ok(input)
     }

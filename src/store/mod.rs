@@ -4,9 +4,14 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use dashmap::DashMap;
+use prometheus::IntCounter;
 use serde::Serialize;
 use tokio::sync::broadcast;
+
+use crate::window::{Clock, SystemClock};
 
 /// Where the time of one prediction went, in seconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -41,13 +46,33 @@ pub struct Prediction {
 struct DeviceHistory {
     /// Oldest first, ordered by window end.
     entries: VecDeque<Arc<Prediction>>,
+    /// Server clock when the latest prediction was stored: retention counts from here, never from the
+    /// window end (device time, which may be far off the server's).
+    stored_at_unix_nanos: i64,
+    /// Store-wide insertion number of the latest prediction: the least recently updated device has the
+    /// smallest.
+    stored_seq: u64,
+}
+
+/// Bounds of the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Predictions kept per device (at least 1).
+    pub history_len: usize,
+    /// Items the live feed buffers for slow subscribers.
+    pub feed_capacity: usize,
+    /// Devices kept; storing for one more forgets the least recently updated device.
+    pub max_devices: usize,
 }
 
 #[derive(Debug)]
 struct StoreInner {
     devices: DashMap<String, DeviceHistory>,
-    history_len: usize,
+    limits: StoreLimits,
     feed: broadcast::Sender<Arc<Prediction>>,
+    clock: Arc<dyn Clock>,
+    next_seq: AtomicU64,
+    evicted: IntCounter,
 }
 
 /// Shared handle; cloning is cheap.
@@ -57,42 +82,102 @@ pub struct PredictionStore {
 }
 
 impl PredictionStore {
-    /// `history_len` predictions are kept per device (at least 1); the feed buffers `feed_capacity`.
+    /// `history_len` predictions are kept per device (at least 1); the feed buffers `feed_capacity`. No
+    /// device bound, system clock, evictions not exported (tests and benchmarks).
     pub fn new(history_len: usize, feed_capacity: usize) -> Self {
-        let (feed, _) = broadcast::channel(feed_capacity.max(1));
+        Self::bounded(
+            StoreLimits {
+                history_len,
+                feed_capacity,
+                max_devices: usize::MAX,
+            },
+            Arc::new(SystemClock),
+            IntCounter::new("store_devices_evicted", "not exported").expect("valid counter"),
+        )
+    }
+
+    /// A store within `limits`; `clock` stamps when predictions are stored (retention), `evicted` counts
+    /// devices forgotten to stay within `max_devices`.
+    pub fn bounded(limits: StoreLimits, clock: Arc<dyn Clock>, evicted: IntCounter) -> Self {
+        let (feed, _) = broadcast::channel(limits.feed_capacity.max(1));
         Self {
             inner: Arc::new(StoreInner {
                 devices: DashMap::new(),
-                history_len: history_len.max(1),
+                limits: StoreLimits {
+                    history_len: limits.history_len.max(1),
+                    feed_capacity: limits.feed_capacity.max(1),
+                    max_devices: limits.max_devices.max(1),
+                },
                 feed,
+                clock,
+                next_seq: AtomicU64::new(0),
+                evicted,
             }),
         }
     }
 
     /// Records a prediction and publishes it on the feed. Predictions of one device may finish out of
-    /// order (several workers); history stays ordered by window end.
+    /// order (several workers); history stays ordered by window end. A device new to a full store first
+    /// makes room by forgetting the least recently updated device (counted).
     pub fn insert(&self, prediction: Prediction) {
         let prediction = Arc::new(prediction);
+        let inner = &*self.inner;
+        if !inner.devices.contains_key(&prediction.device_id) {
+            while inner.devices.len() >= inner.limits.max_devices {
+                if !self.evict_least_recent() {
+                    break;
+                }
+            }
+        }
+        let stored_at = inner.clock.now_unix_nanos();
+        let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
         {
-            let mut entry = self
-                .inner
+            let mut entry = inner
                 .devices
                 .entry(prediction.device_id.clone())
                 .or_insert_with(|| DeviceHistory {
                     entries: VecDeque::new(),
+                    stored_at_unix_nanos: stored_at,
+                    stored_seq: seq,
                 });
+            entry.stored_at_unix_nanos = stored_at;
+            entry.stored_seq = seq;
             let entries = &mut entry.entries;
             let at = entries
                 .iter()
                 .rposition(|p| p.window_end_unix_nanos <= prediction.window_end_unix_nanos)
                 .map_or(0, |i| i + 1);
             entries.insert(at, Arc::clone(&prediction));
-            while entries.len() > self.inner.history_len {
+            while entries.len() > inner.limits.history_len {
                 entries.pop_front();
             }
         }
         // No subscriber is not an error.
-        let _ = self.inner.feed.send(prediction);
+        let _ = inner.feed.send(prediction);
+    }
+
+    /// Forgets the device updated longest ago; false when there was none to forget. A linear scan, run
+    /// only when a new device meets a full store.
+    fn evict_least_recent(&self) -> bool {
+        let inner = &*self.inner;
+        let oldest = inner
+            .devices
+            .iter()
+            .min_by_key(|e| e.value().stored_seq)
+            .map(|e| (e.key().clone(), e.value().stored_seq));
+        let Some((id, seq)) = oldest else {
+            return false;
+        };
+        // Only if it was not updated meanwhile; either way the caller re-checks the bound.
+        if inner
+            .devices
+            .remove_if(&id, |_, h| h.stored_seq == seq)
+            .is_some()
+        {
+            inner.evicted.inc();
+            tracing::debug!(device_id = %id, "prediction store full: least recently updated device forgotten");
+        }
+        true
     }
 
     /// Newest prediction (by window end) of a device.
@@ -129,13 +214,13 @@ impl PredictionStore {
         self.inner.feed.subscribe()
     }
 
-    /// Forgets every device whose newest prediction's window ended before `cutoff_unix_nanos`.
+    /// Forgets every device whose latest prediction was stored before `cutoff_unix_nanos` on the store's
+    /// (server) clock. The window end plays no part: a device whose clock runs an hour behind keeps its
+    /// predictions as long as any other.
     pub fn prune_older_than(&self, cutoff_unix_nanos: i64) {
-        self.inner.devices.retain(|_, h| {
-            h.entries
-                .back()
-                .is_some_and(|p| p.window_end_unix_nanos >= cutoff_unix_nanos)
-        });
+        self.inner
+            .devices
+            .retain(|_, h| h.stored_at_unix_nanos >= cutoff_unix_nanos);
     }
 
     /// Number of devices with at least one prediction.
@@ -147,6 +232,7 @@ impl PredictionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::ManualClock;
 
     fn pred(device: &str, end: i64) -> Prediction {
         Prediction {
@@ -178,13 +264,67 @@ mod tests {
         assert_eq!(store.latest("d").map(|p| p.window_end_unix_nanos), Some(5));
         assert!(store.latest("other").is_none());
         assert!(store.history("other", None, 10).is_empty());
-        store.insert(pred("recent", 10));
-        store.prune_older_than(6);
-        assert!(store.latest("d").is_none(), "newest window 5 < cutoff 6");
-        assert_eq!(
-            store.latest("recent").map(|p| p.window_end_unix_nanos),
-            Some(10)
+    }
+
+    fn bounded(max_devices: usize, clock: &ManualClock) -> (PredictionStore, IntCounter) {
+        let evicted = IntCounter::new("evicted", "test").expect("counter");
+        let store = PredictionStore::bounded(
+            StoreLimits {
+                history_len: 4,
+                feed_capacity: 8,
+                max_devices,
+            },
+            Arc::new(clock.clone()),
+            evicted.clone(),
         );
+        (store, evicted)
+    }
+
+    #[test]
+    fn retention_counts_from_the_server_time_a_prediction_was_stored() {
+        const SEC: i64 = 1_000_000_000;
+        let clock = ManualClock::new(1_000 * SEC);
+        let (store, _) = bounded(10, &clock);
+        // A device an hour behind the server, one a minute ahead, one on time.
+        store.insert(pred("behind", (1_000 - 3_600) * SEC));
+        store.insert(pred("ahead", (1_000 + 60) * SEC));
+        clock.advance(10 * SEC);
+        store.insert(pred("later", 1_010 * SEC));
+        // A retention of 30 s at server time 1 030 s: everything stored at or after 1 000 s stays.
+        clock.advance(20 * SEC);
+        store.prune_older_than(clock.now_unix_nanos() - 30 * SEC);
+        assert_eq!(
+            store.device_count(),
+            3,
+            "a lagging device clock does not age its predictions"
+        );
+        // 5 s later the first two were stored 35 s ago, the third 25 s ago.
+        clock.advance(5 * SEC);
+        store.prune_older_than(clock.now_unix_nanos() - 30 * SEC);
+        assert!(store.latest("behind").is_none() && store.latest("ahead").is_none());
+        assert!(store.latest("later").is_some());
+    }
+
+    #[test]
+    fn rotating_device_ids_stay_within_the_device_cap() {
+        let clock = ManualClock::new(0);
+        let (store, evicted) = bounded(3, &clock);
+        store.insert(pred("steady", 0));
+        for i in 0..100 {
+            store.insert(pred(&format!("rotating-{i}"), i));
+            // The steady device keeps reporting, so it is never the least recently updated.
+            store.insert(pred("steady", i + 1));
+            assert!(
+                store.device_count() <= 3,
+                "{} devices",
+                store.device_count()
+            );
+        }
+        assert_eq!(store.device_count(), 3);
+        assert!(store.latest("steady").is_some());
+        assert!(store.latest("rotating-99").is_some() && store.latest("rotating-98").is_some());
+        assert!(store.latest("rotating-97").is_none());
+        assert_eq!(evicted.get(), 98);
     }
 
     #[tokio::test]

@@ -375,7 +375,8 @@ impl DeviceWindows {
         self.close(now, stalled.then_some(CloseTrigger::Stall), out)
     }
 
-    /// Closes every window that the device's data reaches, as if it had stalled (shutdown).
+    /// Closes every window that holds any of the device's data (shutdown); those covered enough are
+    /// emitted.
     pub fn flush(&mut self, now: i64, out: &mut Vec<ClosedWindow>) -> usize {
         self.close(now, Some(CloseTrigger::Flush), out)
     }
@@ -406,9 +407,12 @@ impl DeviceWindows {
             } else if self.watermark().is_some_and(|w| w >= t) {
                 CloseTrigger::Watermark
             } else if let Some(stall) = stalled
-                && self
-                    .newest
-                    .is_some_and(|n| n as f64 >= t as f64 - self.max_period - 0.5)
+                && self.newest.is_some_and(|n| match stall {
+                    // The window's last grid point is held: nothing more is due for it.
+                    CloseTrigger::Stall => n as f64 >= t as f64 - self.max_period - 0.5,
+                    // Shutting down: every window that holds any data (emitted if covered enough).
+                    _ => n >= t - self.window_nanos,
+                })
             {
                 stall
             } else {

@@ -1,0 +1,177 @@
+//! The HTTP listener's self-protection over real sockets: header-read timeout (slowloris), the cap on
+//! open connections and the cap on requests in flight.
+
+// The gate is a std Mutex because backends run on OS threads; the test holds it across awaits on purpose.
+#![allow(clippy::await_holding_lock)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use crossl_serve::app::{Hooks, ort_factory};
+use crossl_serve::error::Error;
+use crossl_serve::infer::{Backend, Batch, BatchOutput};
+use crossl_serve::model::Manifest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the server closes the connection (EOF or reset); panics after `limit`.
+async fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("the server closed the connection");
+    got
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let mut args = test_args(fixture_model());
+    args.http_header_timeout_ms = 200;
+    let server = start(args).await;
+    let mut slow = TcpStream::connect(server.http).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: crossl\r\nX-Slow: ")
+        .await
+        .expect("partial headers");
+    // Generous: the point is that it closes at all (without the timeout it would stay open forever).
+    closed_by_server(&mut slow, Duration::from_secs(30)).await;
+    // A normal client is unaffected.
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_and_counted() {
+    let mut args = test_args(fixture_model());
+    args.http_max_connections = 2;
+    let server = start(args).await;
+    let mut first = TcpStream::connect(server.http).await.expect("connect");
+    let second = TcpStream::connect(server.http).await.expect("connect");
+    // Both are served (a request on the first proves the server holds it).
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: crossl\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = [0u8; 256];
+    let n = first.read(&mut buf).await.expect("response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A third connection is closed before any request is read.
+    let mut third = TcpStream::connect(server.http).await.expect("TCP accept");
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: crossl\r\n\r\n")
+        .await;
+    let answer = closed_by_server(&mut third, Duration::from_secs(30)).await;
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    let text = server.metrics_text().await;
+    assert!(
+        metric_value(&text, "crossl_http_connections_refused_total", &[]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "crossl_http_connections", &[]),
+        Some(2.0)
+    );
+    // Once one closes, new clients are served again.
+    drop((first, second));
+    let mut served = false;
+    for _ in 0..600 {
+        let response = server.client.get(server.url("/healthz")).send().await;
+        if response.is_ok_and(|r| r.status().as_u16() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "a place was freed");
+}
+
+/// Wraps the real backend; every run waits while the gate is held.
+struct GatedBackend {
+    inner: Box<dyn Backend>,
+    gate: Arc<Mutex<()>>,
+}
+
+impl Backend for GatedBackend {
+    fn run(&mut self, batch: &Batch) -> Result<BatchOutput, Error> {
+        let _open = self
+            .gate
+            .lock()
+            .map_err(|_| Error::Internal("gate poisoned".into()))?;
+        self.inner.run(batch)
+    }
+    fn execution_provider(&self) -> &str {
+        self.inner.execution_provider()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_cap_get_503() {
+    let mut args = test_args(fixture_model());
+    args.http_max_in_flight = 1;
+    let gate = Arc::new(Mutex::new(()));
+    let manifest = Arc::new(Manifest::load(&args.model).expect("manifest"));
+    let real = ort_factory(&args, manifest);
+    let g = Arc::clone(&gate);
+    let hooks = Hooks {
+        backend_factory: Some(Arc::new(move |i| {
+            Ok(Box::new(GatedBackend {
+                inner: real(i)?,
+                gate: Arc::clone(&g),
+            }) as Box<dyn Backend>)
+        })),
+        clock: None,
+    };
+    let server = launch_server(args, hooks).await;
+    server.ready().await;
+    let m = server.core.manifest.clone();
+    let spec = &m.modalities[0];
+    let rows = vec![vec![0.5f32; spec.channels]; spec.window_samples];
+    let body = serde_json::json!({"modalities": {spec.name.clone(): rows}});
+    let held = gate.lock().expect("gate");
+    let stuck = {
+        let (client, url) = (server.client.clone(), server.url("/v1/predict"));
+        tokio::spawn(async move { client.post(url).json(&body).send().await })
+    };
+    // Wait until the predict holds the only slot (its window reached the queue), then one more is refused.
+    let mut refused = None;
+    for _ in 0..600 {
+        let (status, body) = server.get("/healthz").await;
+        if status == 503 {
+            refused = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = refused.expect("a request beyond the in-flight cap was refused");
+    assert_error(503, &body, 503, "unavailable");
+    drop(held);
+    let answer = stuck.await.expect("task").expect("response");
+    assert_eq!(answer.status().as_u16(), 200);
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200, "the slot is free again");
+    let text = server.metrics_text().await;
+    assert!(
+        metric_value(
+            &text,
+            "crossl_requests_shed_total",
+            &[("reason", "in_flight_limit")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}
