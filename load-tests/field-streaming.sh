@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Field conditions against the release build (docs/windowing.md): real-time WebSocket devices whose clocks
-# are −60 s, −2 s, 0 and +2 s off this machine's, all at once on one server, and gRPC devices that go
-# offline for 60 s and then upload their backlog. Prints each replay report and a summary table.
-#   load-tests/field-streaming.sh            (needs `make release` and `make data`; ~3 min)
+# are −60 s, −2 s, 0 and +2 s off this machine's, all at once on one server; gRPC devices that go
+# offline for 60 s and then upload their backlog; 20 streaming devices while 8 clients flood maximal OIP
+# requests. Prints each replay report and a summary table.
+#   load-tests/field-streaming.sh            (needs `make release` and `make data`; ~4 min)
 # Traffic goes to 127.0.0.1 only; every replay ends by itself.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,13 +40,26 @@ replay --transport grpc --target "http://127.0.0.1:$grpc" --devices 2 --device-p
   --activities a01,a12 --segments 8 --outage-at-s 10 --outage-s 60 --clock-offset-ms -2000 \
   --json "$out/backlog.json" > "$out/backlog.txt" 2>&1
 
-for f in "$out"/clock*.txt "$out"/backlog.txt; do echo "== $f"; cat "$f"; done
+# 3. Flood: 8 clients sending maximal OIP requests while 20 devices stream in real time over gRPC.
+shed_before=$(curl -fs "127.0.0.1:$metrics/metrics" | awk '/^crossl_windows_shed_total/ {s += $2} END {print s + 0}')
+replay --transport grpc --target "http://127.0.0.1:$grpc" --devices 20 --device-prefix flooded \
+  --activities a01,a12,a17 --segments 2 --json "$out/flood-stream.json" > "$out/flood-stream.txt" 2>&1 &
+streaming=$!
+sleep 2
+python3 load-tests/flood.py --target "http://127.0.0.1:$http" --clients 8 --seconds 25 > "$out/flood.txt" 2>&1
+wait "$streaming"
+curl -fs "127.0.0.1:$metrics/metrics" > "$out/metrics-after.txt"
+shed_after=$(awk '/^crossl_windows_shed_total/ {s += $2} END {print s + 0}' "$out/metrics-after.txt")
+
+for f in "$out"/clock*.txt "$out"/backlog.txt "$out"/flood-stream.txt "$out"/flood.txt; do echo "== $f"; cat "$f"; done
+echo "streaming windows shed during the flood: $((shed_after - shed_before))"
+grep -E '^crossl_requests_shed_total' "$out/metrics-after.txt" || true
 python3 - "$out" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 print("\n| run | devices | predictions per device | windows inside (received / expected) | chunk errors | accuracy | macro-F1 | client latency p50 / p99 ms |")
 print("|---|---|---|---|---|---|---|---|")
-for name in ["clock-60000", "clock-2000", "clock0", "clock2000", "backlog"]:
+for name in ["clock-60000", "clock-2000", "clock0", "clock2000", "backlog", "flood-stream"]:
     r = json.loads((out / f"{name}.json").read_text())
     lat = r["client_latency_seconds"]
     fmt = lambda v: "-" if v is None else f"{v * 1e3:.0f}"
