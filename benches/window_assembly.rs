@@ -1,5 +1,6 @@
 //! Window assembly throughput (samples/s): one device streaming every modality of the bundled model in
-//! one-second chunks, windows closing on the hop grid as the data arrives.
+//! one-second chunks, windows closing on the hop grid as the data arrives. And the cost of one background
+//! tick's close check over 10,000 devices that have nothing due (the tick runs on a blocking thread).
 //!
 //! cargo bench --bench window_assembly
 
@@ -56,5 +57,36 @@ fn stream(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stream);
+/// One tick's pass over 10,000 streaming devices (every modality, mid-window, nothing due).
+fn tick(c: &mut Criterion) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/crossl-dsads");
+    let manifest = Arc::new(Manifest::load(&dir).expect("bundled model"));
+    let t0 = 1_800_000_000 * SEC;
+    let mut devices: Vec<DeviceWindows> = (0..10_000)
+        .map(|_| {
+            let mut d = DeviceWindows::new(Arc::clone(&manifest), WindowPolicy::default(), 0);
+            for (m, spec) in manifest.modalities.iter().enumerate() {
+                let rows = (spec.sample_rate_hz * 3.5).round() as usize;
+                d.push(m, t0, &vec![0.5; rows * spec.channels], 0);
+            }
+            d.close_ready(0, &mut Vec::new());
+            d
+        })
+        .collect();
+    let mut group = c.benchmark_group("tick");
+    group.throughput(Throughput::Elements(devices.len() as u64));
+    group.bench_function("close_check_10000_devices", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            for d in &mut devices {
+                d.close_ready(SEC / 2, &mut out);
+            }
+            assert!(out.is_empty());
+            black_box(out)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stream, tick);
 criterion_main!(benches);

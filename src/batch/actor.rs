@@ -78,7 +78,9 @@ pub(super) async fn run(
         let mut metas = Vec::with_capacity(jobs.len());
         let mut inputs = Vec::with_capacity(jobs.len());
         for Queued { job, enqueued_at } in jobs {
-            if now.duration_since(job.ready_at) > config.window_deadline {
+            // The deadline bounds the time in the queue. `ready_at` may lie further back on purpose (a
+            // stalled device's window counts its latency from its last chunk's arrival).
+            if now.duration_since(enqueued_at) > config.window_deadline {
                 let _g = job.span.enter();
                 tracing::debug!("window dropped: past its deadline before its batch ran");
                 sink.fail(

@@ -77,7 +77,8 @@ pub struct Answer {
 pub struct Job {
     pub input: ModelInput,
     pub reply: Reply,
-    /// When the window closed or the request arrived: end-to-end latency and the deadline count from here.
+    /// When the last data the window needed arrived (streaming) or the request arrived (one-shot):
+    /// end-to-end latency counts from here. The deadline counts from entering the queue.
     pub ready_at: Instant,
     /// The submitter's span; batch-side logs for this job are recorded inside it.
     pub span: tracing::Span,

@@ -157,39 +157,64 @@ async fn full_queue_sheds_with_resource_exhausted() {
 }
 
 #[tokio::test]
-async fn windows_past_their_deadline_are_dropped() {
-    let mut c = config(8, 16);
+async fn windows_waiting_in_the_queue_past_their_deadline_are_dropped() {
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().expect("gate");
+    let mut c = config(1, 16);
     c.window_deadline = Duration::from_millis(50);
-    let h = harness(c, None).await;
-    let old = Instant::now() - Duration::from_millis(500);
-    let err = h.batcher.predict(input(1.0), old).await.unwrap_err();
-    assert_eq!(err.kind(), "deadline_exceeded");
-    let mut job = stream_job("d", 7);
-    job.ready_at = old;
-    h.batcher.submit(job).expect("queued");
-    for _ in 0..500 {
-        if h.metrics
+    let h = harness(c, Some(Arc::clone(&gate))).await;
+    // The first window blocks the only worker; the others wait in the queue past the deadline.
+    for end in 0..3 {
+        h.batcher.submit(stream_job("d", end)).expect("queued");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    let shed = || {
+        h.metrics
             .windows_shed
             .with_label_values(&["deadline"])
             .get()
-            == 1
-        {
+    };
+    for _ in 0..500 {
+        if shed() + h.metrics.predictions.get() == 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(shed() >= 1, "the last window waited past the deadline");
+    assert_eq!(shed() + h.metrics.predictions.get(), 3);
+    assert!(
+        h.store
+            .history("d", None, 10)
+            .first()
+            .is_some_and(|p| p.window_end_unix_nanos == 0),
+        "the window that was running completes"
+    );
+}
+
+#[tokio::test]
+async fn a_window_whose_data_arrived_long_ago_is_not_shed_but_its_latency_counts_from_then() {
+    let mut c = config(8, 16);
+    c.window_deadline = Duration::from_millis(50);
+    let h = harness(c, None).await;
+    let mut feed = h.store.subscribe();
+    let mut job = stream_job("stalled", 9);
+    // A stalled device's window: closed now, its last chunk arrived 2 s ago.
+    job.ready_at = Instant::now() - Duration::from_secs(2);
+    h.batcher.submit(job).expect("queued");
+    let p = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+        .await
+        .expect("prediction")
+        .expect("feed");
+    assert_eq!(p.window_end_unix_nanos, 9);
+    assert!(p.timings.end_to_end_seconds >= 2.0, "{:?}", p.timings);
     assert_eq!(
         h.metrics
             .windows_shed
             .with_label_values(&["deadline"])
             .get(),
-        1,
-        "the stale streaming window is counted; the one-shot caller got its error instead"
+        0
     );
-    h.batcher
-        .predict(input(2.0), Instant::now())
-        .await
-        .expect("fresh window runs");
 }
 
 #[tokio::test]
