@@ -183,10 +183,7 @@ impl LoadArgs {
             self.clock_offset_ms.abs() <= 3_600_000,
             "--clock-offset-ms beyond ±1 h"
         );
-        anyhow::ensure!(
-            self.gateway_devices >= 1,
-            "--gateway-devices must be ≥ 1"
-        );
+        anyhow::ensure!(self.gateway_devices >= 1, "--gateway-devices must be ≥ 1");
         anyhow::ensure!(
             (1..=200).contains(&self.streams_per_connection),
             "--streams-per-connection must be in 1..=200"

@@ -166,7 +166,11 @@ impl FrameTemplate {
         match samples {
             None => out.put_slice(&self.bytes[self.samples_at..self.samples_end]),
             Some(values) => {
-                assert_eq!(values.len(), self.values, "a chunk keeps its template's length");
+                assert_eq!(
+                    values.len(),
+                    self.values,
+                    "a chunk keeps its template's length"
+                );
                 match self.format {
                     WireFormat::Grpc | WireFormat::WsBinary => {
                         for v in values {
@@ -316,7 +320,10 @@ mod tests {
         };
         assert_eq!((h.device_id.as_str(), h.modalities), ("d-1", names.clone()));
         let ws: serde_json::Value = serde_json::from_str(&ws_hello(&names)).unwrap();
-        assert_eq!(ws, serde_json::json!({"type": "hello", "modalities": names}));
+        assert_eq!(
+            ws,
+            serde_json::json!({"type": "hello", "modalities": names})
+        );
     }
 
     #[test]

@@ -45,10 +45,7 @@ pub fn sum_counters(text: &str) -> BTreeMap<String, f64> {
         }
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         if let Some(sum) = sums.get_mut(&line[..name_end])
-            && let Some(value) = line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
+            && let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
         {
             *sum += value;
         }

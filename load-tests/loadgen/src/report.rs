@@ -83,7 +83,9 @@ fn counter(step: &StepReport, name: &str) -> String {
 }
 
 fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or("–".into(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64))
+    bytes.map_or("–".into(), |b| {
+        format!("{:.0}", b as f64 / (1 << 20) as f64)
+    })
 }
 
 /// One line per step on stderr while the run goes on.
@@ -128,7 +130,11 @@ pub fn markdown(report: &RunReport) -> String {
         a.dropout,
         a.clock_offset_ms,
         a.jitter_ms,
-        if a.dsads.is_some() { "DSADS" } else { "synthetic" },
+        if a.dsads.is_some() {
+            "DSADS"
+        } else {
+            "synthetic"
+        },
     );
     out.push_str(
         "| devices | chunks/s sent | accepted | dropped (queue full) | late ticks | predictions/s | windows received / expected | last chunk → prediction p50 / p99 / p99.9 ms | server e2e p50 / p99 / p99.9 ms | shed | rejected | samples dropped | server CPU % | server RSS MiB (before → during) | loadgen CPU % |\n",

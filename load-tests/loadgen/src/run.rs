@@ -45,7 +45,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<RunReport> {
     let bound = run_bound(args);
     tokio::time::timeout(bound, run_steps(args))
         .await
-        .map_err(|_| anyhow::anyhow!("the run passed its time bound of {bound:?} and was stopped"))?
+        .map_err(|_| {
+            anyhow::anyhow!("the run passed its time bound of {bound:?} and was stopped")
+        })?
 }
 
 async fn run_steps(args: &LoadArgs) -> anyhow::Result<RunReport> {
@@ -320,7 +322,9 @@ pub async fn run_step(
     let connect_started = Instant::now();
     let connections = tokio::time::timeout(CONNECT_BUDGET, connect_all(args, &shared))
         .await
-        .map_err(|_| anyhow::anyhow!("connecting {devices} devices took over {CONNECT_BUDGET:?}"))?;
+        .map_err(|_| {
+            anyhow::anyhow!("connecting {devices} devices took over {CONNECT_BUDGET:?}")
+        })?;
     let connect_seconds = connect_started.elapsed().as_secs_f64();
     shared
         .stats
@@ -375,11 +379,7 @@ pub async fn run_step(
 
     let stats = &shared.stats;
     let clock = shared.clock.get().expect("set above");
-    let windows_expected: u64 = clock
-        .plans
-        .iter()
-        .map(|p| timing.windows_expected(p))
-        .sum();
+    let windows_expected: u64 = clock.plans.iter().map(|p| timing.windows_expected(p)).sum();
     let cpu_percent = |before: Option<ProcSample>, after: Option<ProcSample>| {
         before
             .zip(after)

@@ -64,7 +64,10 @@ impl DsadsSamples {
         let mut picked = Vec::new();
         for spec in &manifest.modalities {
             let m = all.iter().find(|m| m.name == spec.name).with_context(|| {
-                format!("--dsads: the model's modality {} is not a DSADS one", spec.name)
+                format!(
+                    "--dsads: the model's modality {} is not a DSADS one",
+                    spec.name
+                )
             })?;
             anyhow::ensure!(
                 spec.sample_rate_hz == dsads::SAMPLE_RATE_HZ
@@ -134,8 +137,14 @@ mod tests {
 
     #[test]
     fn chunks_hold_whole_samples() {
-        assert_eq!(samples_per_chunk(&spec(25.0, "acc"), 200_000_000).unwrap(), 5);
-        assert_eq!(samples_per_chunk(&spec(25.0, "acc"), 1_000_000_000).unwrap(), 25);
+        assert_eq!(
+            samples_per_chunk(&spec(25.0, "acc"), 200_000_000).unwrap(),
+            5
+        );
+        assert_eq!(
+            samples_per_chunk(&spec(25.0, "acc"), 1_000_000_000).unwrap(),
+            25
+        );
         assert!(samples_per_chunk(&spec(25.0, "acc"), 30_000_000).is_err());
         assert!(samples_per_chunk(&spec(25.0, "acc"), 10_000_000).is_err());
     }

@@ -42,7 +42,12 @@ pub struct DevicePlan {
 impl StepTiming {
     /// The plan of device `index` of `devices`, for a step whose first chunk starts on the chunk grid at
     /// or after `earliest_unix_nanos` (device clock).
-    pub fn device_plan(&self, index: usize, devices: usize, earliest_unix_nanos: i64) -> DevicePlan {
+    pub fn device_plan(
+        &self,
+        index: usize,
+        devices: usize,
+        earliest_unix_nanos: i64,
+    ) -> DevicePlan {
         let base = ceil_to(earliest_unix_nanos, self.chunk_ns);
         let phase = (index as i128 * self.chunk_ns as i128 / devices.max(1) as i128) as i64;
         let grid_phase = phase - phase.rem_euclid(self.grid_ns);
@@ -80,7 +85,8 @@ impl StepTiming {
 
     /// Whether the window `[end − window, end)` lies entirely inside the data this device sends.
     pub fn window_inside(&self, plan: &DevicePlan, window_end: i64) -> bool {
-        window_end - self.window_ns >= plan.first_sample_unix_nanos && window_end <= self.data_end(plan)
+        window_end - self.window_ns >= plan.first_sample_unix_nanos
+            && window_end <= self.data_end(plan)
     }
 
     /// Windows on the hop grid (multiples of the hop since the epoch) entirely inside the device's data:
@@ -207,7 +213,11 @@ mod tests {
         assert_eq!(plans[3].send_delay_ns, 20 * MS);
         assert_eq!(plans[9].first_sample_unix_nanos, base + 360 * MS);
         for p in &plans {
-            assert_eq!(p.first_sample_unix_nanos % (40 * MS), 0, "on the sample grid");
+            assert_eq!(
+                p.first_sample_unix_nanos % (40 * MS),
+                0,
+                "on the sample grid"
+            );
             assert!(p.send_delay_ns < 40 * MS);
         }
     }

@@ -123,7 +123,8 @@ impl StepShared {
             .and_then(|tick| self.rings[device as usize].sent_at(tick));
         match sent {
             Some(sent_micros) => {
-                let now_micros = received.saturating_duration_since(clock.origin).as_micros() as u64;
+                let now_micros =
+                    received.saturating_duration_since(clock.origin).as_micros() as u64;
                 stats.record_latency(now_micros.saturating_sub(sent_micros));
             }
             None => {
@@ -149,7 +150,10 @@ pub async fn run_schedule(
     queues: &[Option<mpsc::Sender<TickBatch>>],
     options: &ScheduleOptions,
 ) -> Histogram<u64> {
-    let clock = shared.clock.get().expect("the step clock is set before scheduling");
+    let clock = shared
+        .clock
+        .get()
+        .expect("the step clock is set before scheduling");
     let timing = &shared.timing;
     let modalities = shared.modality_names.len();
     let all_mask: u64 = if modalities == 64 {

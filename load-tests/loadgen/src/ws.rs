@@ -25,7 +25,9 @@ pub fn device_socket_url(target: &str, device_id: &str) -> anyhow::Result<String
     } else if base.starts_with("ws://") {
         base.to_string()
     } else {
-        bail!("WebSocket target must start with http:// or ws:// (plain, 127.0.0.1), got {target:?}")
+        bail!(
+            "WebSocket target must start with http:// or ws:// (plain, 127.0.0.1), got {target:?}"
+        )
     };
     Ok(format!("{base}/v1/ws/devices/{device_id}"))
 }

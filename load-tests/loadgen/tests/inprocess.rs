@@ -13,7 +13,9 @@ use crossl_serve::app::{Hooks, launch};
 use crossl_serve::config::ServeArgs;
 
 fn repo_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 async fn run(extra: &[&str], target: String, metrics: SocketAddr) -> StepReport {
@@ -100,15 +102,13 @@ async fn devices_get_predictions_over_every_transport() {
         metrics,
     )
     .await;
-    assert_streamed(&step, "gRPC, a stream per device, clock 1.5 s behind, jitter");
+    assert_streamed(
+        &step,
+        "gRPC, a stream per device, clock 1.5 s behind, jitter",
+    );
 
     let step = run(
-        &[
-            "--device-prefix",
-            "lg-gateway",
-            "--gateway-devices",
-            "3",
-        ],
+        &["--device-prefix", "lg-gateway", "--gateway-devices", "3"],
         grpc,
         metrics,
     )
