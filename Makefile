@@ -13,7 +13,7 @@ DSADS_DIR ?= $(HOME)/.cache/crossl/dsads
 export CROSSL_DSADS_DIR := $(DSADS_DIR)
 
 .PHONY: help run build release setup-runtime setup-dev data test test-rust test-python test-interop \
-        openapi lint bench demo load-test
+        openapi lint bench demo load-test bench-capacity
 
 help:
 	@echo "make run     - serve the bundled model (HTTP :8080, gRPC :50051, metrics :9090)"
@@ -21,6 +21,7 @@ help:
 	@echo "make demo    - stream DSADS subject p1 to a running server and print online accuracy"
 	@echo "make bench   - criterion benchmarks (see docs/benchmarks.md)"
 	@echo "make load-test - k6 against a running server (make run in another terminal)"
+	@echo "make bench-capacity - per-core capacity table: server on CPU 0, crossl-loadgen on CPU 1"
 	@echo "make lint    - cargo fmt --check + clippy -D warnings"
 
 setup-runtime:
@@ -71,3 +72,29 @@ load-test:
 	scripts/setup.sh bench
 	.venv/bin/k6 run -e VUS=16 -e DURATION=20s load-tests/predict.js
 	.venv/bin/k6 run -e DEVICES=50 -e SECONDS=30 -e CHUNK_MS=1000 load-tests/stream_grpc.js
+
+# Per-core capacity (load-tests/README.md): the release server pinned to CPU 0, crossl-loadgen pinned to
+# CPU 1, devices ramped in steps; the table goes to target/bench-capacity.md (JSON next to it). Own ports, so
+# it does not collide with a `make run` on the defaults. BENCH_ARGS adds loadgen flags (e.g. --transport ws).
+BENCH_STEPS ?= 100,500,1000,2000,5000
+BENCH_STEP_SECONDS ?= 30
+BENCH_HTTP ?= 127.0.0.1:18080
+BENCH_GRPC ?= 127.0.0.1:15051
+BENCH_METRICS ?= 127.0.0.1:19090
+BENCH_SERVE_ARGS ?=
+BENCH_ARGS ?=
+bench-capacity: release
+	@ort="$$(scripts/ort-dylib.sh)"; \
+	ORT_DYLIB_PATH="$$ort" taskset -c 0 target/release/crossl-serve serve --model $(MODEL) \
+	  --http-addr $(BENCH_HTTP) --grpc-addr $(BENCH_GRPC) --metrics-addr $(BENCH_METRICS) $(BENCH_SERVE_ARGS) \
+	  > target/bench-capacity-server.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null || true; wait $$pid 2>/dev/null || true' EXIT; \
+	for _ in $$(seq 1 240); do curl -sf http://$(BENCH_HTTP)/readyz >/dev/null && break; \
+	  kill -0 $$pid 2>/dev/null || { cat target/bench-capacity-server.log; exit 1; }; sleep 0.5; done; \
+	curl -sf http://$(BENCH_HTTP)/readyz >/dev/null || { echo "server not ready"; exit 1; }; \
+	load_target=http://$(BENCH_GRPC); case " $(BENCH_ARGS) " in *" --transport ws"*) load_target=http://$(BENCH_HTTP);; esac; \
+	taskset -c 1 target/release/crossl-loadgen --model $(MODEL) --target $$load_target \
+	  --steps $(BENCH_STEPS) --step-seconds $(BENCH_STEP_SECONDS) \
+	  --metrics-url http://$(BENCH_METRICS)/metrics --server-pid $$pid \
+	  --markdown target/bench-capacity.md --json target/bench-capacity.json $(BENCH_ARGS); \
+	echo "table written to target/bench-capacity.md"
