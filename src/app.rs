@@ -209,6 +209,11 @@ pub fn window_policy(args: &ServeArgs, manifest: &Manifest) -> WindowPolicy {
         hop_nanos: hop_nanos.max(1),
         out_of_orderness_nanos: args.out_of_orderness_ms as i64 * 1_000_000,
         stall_timeout_nanos: args.stall_timeout_ms as i64 * 1_000_000,
+        phases: args.window_phase,
+        phase_quantum_nanos: crate::window::phase_quantum(
+            manifest.modalities.iter().map(|m| 1e9 / m.sample_rate_hz),
+            hop_nanos.max(1),
+        ),
         min_coverage: args.min_coverage,
         max_gap_samples: args.max_gap_samples,
         stale_nanos: args.modality_stale_ms as i64 * 1_000_000,

@@ -108,6 +108,17 @@ pub struct ServeArgs {
     )]
     pub out_of_orderness_ms: u64,
 
+    /// Where devices' windows end on the hop grid: `per-device` spreads them over the hop by a phase derived
+    /// from the device id (so inference does not arrive in one burst per hop); `aligned` puts every device's
+    /// window ends on multiples of the hop since the epoch.
+    #[arg(
+        long,
+        env = "CROSSL_WINDOW_PHASE",
+        value_enum,
+        default_value = "per-device"
+    )]
+    pub window_phase: crate::window::WindowPhase,
+
     /// A device that has sent no chunk for this long (ms, server clock since the last arrival) is stalled:
     /// every window its data reaches closes.
     #[arg(long, env = "CROSSL_STALL_TIMEOUT_MS", default_value_t = 2000)]

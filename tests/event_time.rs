@@ -290,3 +290,54 @@ async fn time_going_back_within_a_stream_is_late_data_reported_on_that_stream() 
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_device_phases_spread_window_ends_over_the_hop() {
+    let clock = ManualClock::new(T0);
+    let hooks = Hooks {
+        clock: Some(Arc::new(clock.clone())),
+        ..Hooks::default()
+    };
+    let server = start_with_hooks(
+        |a| a.window_phase = crossl_serve::window::WindowPhase::PerDevice,
+        hooks,
+    )
+    .await;
+    // FNV-1a of the id, modulo the 25 steps of 40 ms in a 1 s hop (docs/windowing.md).
+    let expected = [("dev-2", 560_000_000), ("watch-7", 120_000_000)];
+    let (tx, mut responses) = server.open_stream(1024).await;
+    for (device, _) in expected {
+        tx.send(hello_request(device, &[])).await.unwrap();
+    }
+    let mut seq = 0;
+    for k in 0..40 {
+        for (device, _) in expected {
+            for c in step_chunks(&server, device, T0, k) {
+                seq += 1;
+                tx.send(chunk_request(seq, c)).await.unwrap();
+            }
+        }
+        clock.advance(CHUNK);
+    }
+    for (device, phase) in expected {
+        wait_for_window(&server, device, T0 + 7 * SECOND + phase).await;
+        let info = server.core.ingest.device_info(device).expect("tracked");
+        assert_eq!(info.window_phase_nanos, phase);
+    }
+    drop(tx);
+    let preds = predictions(&drain(&mut responses, Duration::from_millis(500)).await);
+    assert!(preds.len() >= 6);
+    for p in preds {
+        let phase = expected
+            .iter()
+            .find(|(d, _)| *d == p.device_id)
+            .expect("known")
+            .1;
+        assert_eq!(
+            p.window_end_unix_nanos.rem_euclid(SECOND),
+            phase,
+            "{}",
+            p.device_id
+        );
+    }
+}

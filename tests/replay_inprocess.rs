@@ -32,6 +32,8 @@ fn args(transport: ReplayTransport, target: String) -> ReplayArgs {
     a.speed = 8.0;
     a.transport = transport;
     a.target = Some(target);
+    // The test server puts every device on the whole-second grid.
+    a.window_phase = crossl_serve::window::WindowPhase::Aligned;
     a
 }
 

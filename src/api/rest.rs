@@ -197,6 +197,8 @@ pub struct WindowingInfo {
     pub hop_ms: u64,
     pub out_of_orderness_ms: u64,
     pub stall_timeout_ms: u64,
+    /// `per-device` (window ends at `k · hop + phase(device)`, see `GET /v1/devices/{id}`) or `aligned`.
+    pub window_phase: crate::window::WindowPhase,
     pub min_coverage: f64,
     pub max_gap_samples: f64,
     pub modality_stale_ms: u64,
@@ -240,6 +242,7 @@ async fn model(State(core): State<Core>) -> Json<ModelResponse> {
             hop_ms: (policy.hop_nanos / 1_000_000) as u64,
             out_of_orderness_ms: a.out_of_orderness_ms,
             stall_timeout_ms: a.stall_timeout_ms,
+            window_phase: a.window_phase,
             min_coverage: a.min_coverage,
             max_gap_samples: a.max_gap_samples,
             modality_stale_ms: a.modality_stale_ms,

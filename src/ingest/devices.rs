@@ -28,6 +28,9 @@ pub struct DeviceInfo {
     /// The device's watermark: newest sample time less the allowed out-of-orderness; windows ending at or
     /// before it are closed (device clock).
     pub watermark_unix_nanos: Option<i64>,
+    /// Where this device's windows end on the hop grid: `k · hop + window_phase_nanos` (device clock;
+    /// 0 with `--window-phase aligned`).
+    pub window_phase_nanos: i64,
     /// Estimated clock offset, device time − arrival time on the server clock, in seconds (the largest
     /// recent value, since delays only make it smaller). Negative: the device's clock lags the server's or
     /// its data arrives late (buffered); positive: its clock runs ahead.
@@ -48,6 +51,7 @@ pub(super) fn describe(
         last_seen_unix_nanos: w.last_seen(),
         last_window_end_unix_nanos: w.last_closed_end(),
         newest_sample_unix_nanos: w.newest_sample(),
+        window_phase_nanos: w.phase_nanos(),
         watermark_unix_nanos: w.watermark(),
         clock_offset_seconds: w.clock_offset().map(|o| o as f64 / 1e9),
         modalities: manifest

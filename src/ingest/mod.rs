@@ -390,7 +390,11 @@ impl Ingest {
                 inner.silent_devices.fetch_add(1, Ordering::AcqRel);
             }
             Arc::new(Mutex::new(DeviceState {
-                windows: DeviceWindows::new(Arc::clone(&inner.manifest), inner.policy, now),
+                windows: DeviceWindows::new(
+                    Arc::clone(&inner.manifest),
+                    inner.policy.for_device(id),
+                    now,
+                ),
                 rates,
                 has_data,
             }))

@@ -139,6 +139,10 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 1.0)]
     pub hop_seconds: f64,
 
+    /// The server's `--window-phase` (where each device's windows end on the hop grid).
+    #[arg(long, value_enum, default_value = "per-device")]
+    pub window_phase: crate::window::WindowPhase,
+
     /// After the last chunk, wait at most this long (ms) for the remaining predictions.
     #[arg(long, default_value_t = 5000)]
     pub drain_timeout_ms: u64,
@@ -647,7 +651,18 @@ fn score_predictions(
         unknown_labels,
         windows_inside_expected: schedules
             .iter()
-            .map(|s| s.windows_inside(args.window_seconds, args.hop_seconds))
+            .map(|s| {
+                let phase = match args.window_phase {
+                    crate::window::WindowPhase::Aligned => 0,
+                    crate::window::WindowPhase::PerDevice => {
+                        let hop = (args.hop_seconds * 1e9).round() as i64;
+                        let quantum =
+                            crate::window::phase_quantum([1e9 / SAMPLE_RATE_HZ], hop.max(1));
+                        crate::window::device_phase(&s.device_id, hop.max(1), quantum)
+                    }
+                };
+                s.windows_inside(args.window_seconds, args.hop_seconds, phase)
+            })
             .sum(),
         windows_inside_received: inside.len() as u64,
         accuracy: matrix.accuracy(),

@@ -89,17 +89,17 @@ impl DeviceSchedule {
         start >= self.start_unix_nanos && window_end_unix_nanos <= self.end_unix_nanos()
     }
 
-    /// Windows on the hop grid (multiples of `hop_seconds` since the epoch) that lie entirely inside the
-    /// recording: the predictions a device should get back.
-    pub fn windows_inside(&self, window_seconds: f64, hop_seconds: f64) -> u64 {
+    /// Windows on the device's hop grid (`k · hop + phase_nanos`, the server's phase for this device)
+    /// that lie entirely inside the recording: the predictions a device should get back.
+    pub fn windows_inside(&self, window_seconds: f64, hop_seconds: f64, phase_nanos: i64) -> u64 {
         let hop = (hop_seconds * 1e9).round() as i64;
         let window = (window_seconds * 1e9).round() as i64;
         if hop <= 0 {
             return 0;
         }
-        let first = (self.start_unix_nanos + window).div_euclid(hop)
-            + i64::from((self.start_unix_nanos + window).rem_euclid(hop) != 0);
-        let last = self.end_unix_nanos().div_euclid(hop);
+        let earliest = self.start_unix_nanos + window - phase_nanos;
+        let first = earliest.div_euclid(hop) + i64::from(earliest.rem_euclid(hop) != 0);
+        let last = (self.end_unix_nanos() - phase_nanos).div_euclid(hop);
         (last - first + 1).max(0) as u64
     }
 
@@ -221,9 +221,11 @@ mod tests {
     fn counts_the_windows_inside_the_recording() {
         // 20 s recording starting on a whole second: 5 s windows ending at 5, 6, …, 20 s → 16.
         let s = schedule(&[(3, 250), (7, 250)]);
-        assert_eq!(s.windows_inside(5.0, 1.0), 16);
-        assert_eq!(s.windows_inside(5.0, 2.0), 8);
-        assert_eq!(s.windows_inside(30.0, 1.0), 0);
+        assert_eq!(s.windows_inside(5.0, 1.0, 0), 16);
+        assert_eq!(s.windows_inside(5.0, 2.0, 0), 8);
+        assert_eq!(s.windows_inside(30.0, 1.0, 0), 0);
+        // Window ends at k s + 0.56 s: one fewer fits.
+        assert_eq!(s.windows_inside(5.0, 1.0, 560_000_000), 15);
         assert!(s.window_inside(s.start_unix_nanos + 5 * 1_000_000_000, 5.0));
         assert!(!s.window_inside(s.start_unix_nanos + 4 * 1_000_000_000, 5.0));
         assert!(!s.window_inside(s.start_unix_nanos + 21 * 1_000_000_000, 5.0));

@@ -25,6 +25,25 @@ pub struct WindowPolicy {
     pub stale_nanos: i64,
     /// Buffer cap per modality, in windows' worth of samples.
     pub max_buffer_windows: usize,
+    /// How devices' window ends are placed on the hop grid.
+    pub phases: super::WindowPhase,
+    /// Step of per-device phases (see [`super::phase_quantum`]).
+    pub phase_quantum_nanos: i64,
+    /// This device's window ends are `k · hop + phase_nanos` (set by [`WindowPolicy::for_device`]).
+    pub phase_nanos: i64,
+}
+
+impl WindowPolicy {
+    /// The policy of one device: its phase on the hop grid.
+    pub fn for_device(mut self, device_id: &str) -> Self {
+        self.phase_nanos = match self.phases {
+            super::WindowPhase::Aligned => 0,
+            super::WindowPhase::PerDevice => {
+                super::device_phase(device_id, self.hop_nanos, self.phase_quantum_nanos)
+            }
+        };
+        self
+    }
 }
 
 impl Default for WindowPolicy {
@@ -37,6 +56,9 @@ impl Default for WindowPolicy {
             max_gap_samples: 2.0,
             stale_nanos: 5_000_000_000,
             max_buffer_windows: 8,
+            phases: super::WindowPhase::Aligned,
+            phase_quantum_nanos: 1_000_000,
+            phase_nanos: 0,
         }
     }
 }
@@ -337,8 +359,15 @@ impl DeviceWindows {
         self.last_closed_end = None;
     }
 
+    /// The first window end on this device's grid strictly after `t`.
     fn grid_ceil(&self, t: i64) -> i64 {
-        (t.div_euclid(self.policy.hop_nanos) + 1) * self.policy.hop_nanos
+        let phase = self.policy.phase_nanos;
+        ((t - phase).div_euclid(self.policy.hop_nanos) + 1) * self.policy.hop_nanos + phase
+    }
+
+    /// Offset of this device's window ends on the hop grid (ns).
+    pub fn phase_nanos(&self) -> i64 {
+        self.policy.phase_nanos
     }
 
     /// Every active modality has every sample up to the window's last grid point: not one missing, since a

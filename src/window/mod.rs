@@ -7,9 +7,11 @@
 mod assembler;
 mod buffer;
 pub mod clock;
+pub mod phase;
 #[cfg(test)]
 mod tests;
 
 pub use assembler::{CloseTrigger, ClosedWindow, DeviceWindows, PushOutcome, WindowPolicy};
 pub use buffer::InsertStats;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use phase::{WindowPhase, device_phase, phase_quantum};

@@ -556,3 +556,37 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn a_per_device_phase_moves_the_window_ends_and_keeps_samples_on_the_grid() {
+    let manifest = manifest();
+    let policy = WindowPolicy {
+        phases: crate::window::WindowPhase::PerDevice,
+        phase_quantum_nanos: crate::window::phase_quantum(
+            manifest.modalities.iter().map(|m| 1e9 / m.sample_rate_hz),
+            SEC,
+        ),
+        ..WindowPolicy::default()
+    }
+    .for_device("watch-7");
+    assert_eq!(
+        policy.phase_quantum_nanos,
+        SEC / 5,
+        "lcm of 100 ms and 200 ms"
+    );
+    let phase = crate::window::device_phase("watch-7", SEC, SEC / 5);
+    assert_eq!(policy.phase_nanos, phase);
+    let mut d = DeviceWindows::new(manifest, policy, 0);
+    d.push(ACC, 0, &rows(0, 60, 3), 0);
+    let mut out = Vec::new();
+    d.close_ready(0, &mut out);
+    assert!(out.len() >= 3);
+    for w in &out {
+        assert_eq!(w.end_unix_nanos.rem_euclid(SEC), phase);
+        // Samples on whole 100 ms steps land exactly on the grid points: passed through unchanged.
+        let start = w.end_unix_nanos - 2 * SEC;
+        if start >= 0 {
+            assert_eq!(w.input.modalities[ACC][0], (start / (SEC / 10)) as f32);
+        }
+    }
+}

@@ -81,6 +81,8 @@ pub fn test_args(model: PathBuf) -> ServeArgs {
     args.grpc_addr = any;
     args.metrics_addr = any;
     args.warmup_runs = 1;
+    // Tests reason about window ends on whole seconds.
+    args.window_phase = crossl_serve::window::WindowPhase::Aligned;
     args.rate_limit_factor = 1e6;
     args.api_keys.clear();
     args

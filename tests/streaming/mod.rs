@@ -49,6 +49,8 @@ pub async fn start_with_hooks(configure: impl FnOnce(&mut ServeArgs), hooks: Hoo
     args.metrics_addr = any;
     args.rate_limit_factor = 1e6;
     args.warmup_runs = 1;
+    // Tests reason about window ends on whole seconds (a test may opt into per-device phases).
+    args.window_phase = crossl_serve::window::WindowPhase::Aligned;
     configure(&mut args);
     let (tx, rx) = oneshot::channel::<()>();
     let service = launch(args, hooks, async move {

@@ -77,6 +77,11 @@ pub struct LoadArgs {
     #[arg(long)]
     pub hop_ms: Option<u64>,
 
+    /// The server's `--window-phase` (where each device's windows end on the hop grid), for the windows
+    /// expected.
+    #[arg(long, value_enum, default_value = "per-device")]
+    pub window_phase: crossl_serve::window::WindowPhase,
+
     /// Probability that a device leaves out one modality's chunk of one tick.
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,

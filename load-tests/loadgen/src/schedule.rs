@@ -89,11 +89,16 @@ impl StepTiming {
             && window_end <= self.data_end(plan)
     }
 
-    /// Windows on the hop grid (multiples of the hop since the epoch) entirely inside the device's data:
-    /// the predictions it should get back. ≈ `(step − window) / hop + 1`.
-    pub fn windows_expected(&self, plan: &DevicePlan) -> u64 {
-        let first_end = ceil_to(plan.first_sample_unix_nanos + self.window_ns, self.hop_ns);
-        let last_end = self.data_end(plan).div_euclid(self.hop_ns) * self.hop_ns;
+    /// Windows on the device's hop grid (`k · hop + window_phase_ns`, the server's phase for the device)
+    /// entirely inside the device's data: the predictions it should get back. ≈ `(step − window) / hop + 1`.
+    pub fn windows_expected(&self, plan: &DevicePlan, window_phase_ns: i64) -> u64 {
+        let first_end = ceil_to(
+            plan.first_sample_unix_nanos + self.window_ns - window_phase_ns,
+            self.hop_ns,
+        ) + window_phase_ns;
+        let last_end = (self.data_end(plan) - window_phase_ns).div_euclid(self.hop_ns)
+            * self.hop_ns
+            + window_phase_ns;
         if last_end < first_end {
             0
         } else {
@@ -272,7 +277,7 @@ mod tests {
             first_sample_unix_nanos: 1_000 * S,
             send_delay_ns: 0,
         };
-        assert_eq!(t.windows_expected(&aligned), 6);
+        assert_eq!(t.windows_expected(&aligned, 0), 6);
         assert!(t.window_inside(&aligned, 1_005 * S));
         assert!(t.window_inside(&aligned, 1_010 * S));
         assert!(!t.window_inside(&aligned, 1_004 * S));
@@ -282,7 +287,7 @@ mod tests {
             first_sample_unix_nanos: 1_000 * S + 40 * MS,
             send_delay_ns: 0,
         };
-        assert_eq!(t.windows_expected(&shifted), 5);
+        assert_eq!(t.windows_expected(&shifted, 0), 5);
         // Counting agrees with window_inside over the grid.
         let inside = (990..1_020)
             .filter(|s| t.window_inside(&shifted, s * S))
@@ -293,9 +298,11 @@ mod tests {
             hop_ns: 2 * S,
             ..t.clone()
         };
-        assert_eq!(two.windows_expected(&aligned), 3);
+        assert_eq!(two.windows_expected(&aligned, 0), 3);
+        // With the server's per-device phase the grid moves: ends 1005.56 … 1009.56 s inside 1000…1010 s.
+        assert_eq!(t.windows_expected(&aligned, 560 * MS), 5);
         let short = StepTiming { ticks: 20, ..t };
-        assert_eq!(short.windows_expected(&aligned), 0);
+        assert_eq!(short.windows_expected(&aligned, 0), 0);
     }
 
     #[test]
