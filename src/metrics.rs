@@ -98,6 +98,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// Predictions produced, by the model's class name (bounded: the manifest's classes).
     pub predictions_by_class: IntCounterVec,
+    /// The `--max-devices` cap, so alerts can compare `crossl_active_devices` with it.
+    pub max_devices: IntGauge,
     /// Shared-store operations that failed, by op (read, write). Registered here so dashboards and
     /// alerts can rely on the family whichever store backend runs; the memory store never fails.
     pub store_errors: IntCounterVec,
@@ -209,6 +211,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(queue_depth.clone()))
+            .expect("unique metric");
+        let max_devices = IntGauge::new(
+            "crossl_max_devices",
+            "The --max-devices cap on devices this replica tracks",
+        )
+        .expect("valid metric");
+        r.register(Box::new(max_devices.clone()))
             .expect("unique metric");
         register_process_collector(&r);
         Self {
@@ -366,6 +375,7 @@ impl Metrics {
                 &["transport"],
             ),
             queue_depth,
+            max_devices,
             predictions_by_class: counter_vec(
                 &r,
                 "crossl_predictions_by_class_total",
