@@ -453,6 +453,10 @@ impl Metrics {
         }
         for t in ["grpc", "websocket"] {
             self.stream_takeovers.with_label_values(&[t]);
+            // "Devices streaming" reads 0, not "no data", before the first stream opens.
+            for k in ["ingest", "feed"] {
+                self.open_streams.with_label_values(&[t, k]);
+            }
         }
         for c in ["streaming", "one_shot"] {
             self.queue_depth.with_label_values(&[c]);
