@@ -312,6 +312,7 @@ fn build_core(
         .map(|m| m.name.as_str())
         .collect();
     metrics.preregister(&names);
+    metrics.max_devices.set(args.max_devices as i64);
     let clock = hooks.clock.unwrap_or_else(|| Arc::new(SystemClock));
     // Retention counts from when a prediction was stored, on the same server clock the ingest ticks with.
     let store = PredictionStore::bounded(

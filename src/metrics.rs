@@ -94,6 +94,15 @@ pub struct Metrics {
     pub hellos_unregistered: IntCounter,
     /// Device streams that lost a device to a newer stream (takeover), by transport.
     pub stream_takeovers: IntCounterVec,
+    /// Jobs waiting in the admission queues now, by class (streaming, one_shot).
+    pub queue_depth: IntGaugeVec,
+    /// Predictions produced, by the model's class name (bounded: the manifest's classes).
+    pub predictions_by_class: IntCounterVec,
+    /// The `--max-devices` cap, so alerts can compare `crossl_active_devices` with it.
+    pub max_devices: IntGauge,
+    /// Shared-store operations that failed, by op (read, write). Registered here so dashboards and
+    /// alerts can rely on the family whichever store backend runs; the memory store never fails.
+    pub store_errors: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -120,6 +129,19 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
         .expect("unique metric");
     h
 }
+
+/// The standard `process_*` families (CPU seconds, resident memory, open and max fds, start time,
+/// threads) read from /proc at scrape time, in the service's own registry. Only Linux has them.
+#[cfg(target_os = "linux")]
+fn register_process_collector(registry: &Registry) {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(e) = registry.register(Box::new(collector)) {
+        tracing::warn!(error = %e, "process metrics unavailable");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_collector(_registry: &Registry) {}
 
 impl Metrics {
     /// `n_modalities` and `max_batch_size` size the count histograms.
@@ -180,6 +202,24 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(build_info.clone()))
             .expect("unique metric");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "crossl_queue_depth",
+                "Jobs waiting in the admission queues now, by class",
+            ),
+            &["class"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_depth.clone()))
+            .expect("unique metric");
+        let max_devices = IntGauge::new(
+            "crossl_max_devices",
+            "The --max-devices cap on devices this replica tracks",
+        )
+        .expect("valid metric");
+        r.register(Box::new(max_devices.clone()))
+            .expect("unique metric");
+        register_process_collector(&r);
         Self {
             samples_received: counter_vec(
                 &r,
@@ -334,6 +374,20 @@ impl Metrics {
                 "Devices taken over by a newer stream",
                 &["transport"],
             ),
+            queue_depth,
+            max_devices,
+            predictions_by_class: counter_vec(
+                &r,
+                "crossl_predictions_by_class_total",
+                "Predictions produced, by predicted class",
+                &["class"],
+            ),
+            store_errors: counter_vec(
+                &r,
+                "crossl_store_errors_total",
+                "Shared-store operations that failed",
+                &["op"],
+            ),
             registry: r,
         }
     }
@@ -399,6 +453,24 @@ impl Metrics {
         }
         for t in ["grpc", "websocket"] {
             self.stream_takeovers.with_label_values(&[t]);
+            // "Devices streaming" reads 0, not "no data", before the first stream opens.
+            for k in ["ingest", "feed"] {
+                self.open_streams.with_label_values(&[t, k]);
+            }
+        }
+        for c in ["streaming", "one_shot"] {
+            self.queue_depth.with_label_values(&[c]);
+        }
+        for op in ["write", "read"] {
+            self.store_errors.with_label_values(&[op]);
+        }
+    }
+
+    /// Creates `crossl_predictions_by_class_total` at zero for every class the model can predict, so a
+    /// per-class rate exists before the first prediction of that class.
+    pub fn preregister_classes<S: AsRef<str>>(&self, classes: &[S]) {
+        for c in classes {
+            self.predictions_by_class.with_label_values(&[c.as_ref()]);
         }
     }
 
@@ -459,5 +531,32 @@ mod tests {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }
         assert!(!text.contains("device_id="));
+    }
+
+    #[test]
+    fn new_families_exist_at_zero_and_process_metrics_are_in_the_same_registry() {
+        let m = Metrics::new(3, 32);
+        m.preregister(&["acc"]);
+        m.preregister_classes(&["walking", "sitting"]);
+        let text = m.render();
+        for series in [
+            "crossl_queue_depth{class=\"streaming\"} 0",
+            "crossl_queue_depth{class=\"one_shot\"} 0",
+            "crossl_predictions_by_class_total{class=\"walking\"} 0",
+            "crossl_store_errors_total{op=\"write\"} 0",
+            "crossl_store_errors_total{op=\"read\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        if cfg!(target_os = "linux") {
+            for family in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_open_fds",
+                "process_start_time_seconds",
+            ] {
+                assert!(text.contains(family), "{family} missing from\n{text}");
+            }
+        }
     }
 }

@@ -21,6 +21,7 @@ fn take(
 ) -> (usize, bool) {
     let mut queues = shared.queues.lock().unwrap_or_else(|p| p.into_inner());
     let moved = queues.take(batch, one_shot_in_batch, max_batch, share);
+    shared.publish_depth(&queues);
     (moved, queues.is_closing() && queues.is_empty())
 }
 

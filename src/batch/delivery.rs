@@ -44,6 +44,15 @@ impl Sink {
         }
     }
 
+    /// The class label of a prediction: the manifest's class name, or `unknown` for an index the model's
+    /// class list does not name (keeps the label set bounded by the manifest).
+    fn class_label(&self, index: usize) -> String {
+        match self.manifest.class_name(index) {
+            name if name.is_empty() => "unknown".to_string(),
+            name => name,
+        }
+    }
+
     /// Runs on the worker thread after a batch.
     pub(super) fn deliver(
         &self,
@@ -84,6 +93,9 @@ impl Sink {
             };
             m.queue_wait_seconds.observe(timings.queue_seconds);
             m.predictions.inc();
+            m.predictions_by_class
+                .with_label_values(&[&self.class_label(row.class_index())])
+                .inc();
             match meta.reply {
                 Reply::Caller(tx) => {
                     m.end_to_end_latency_seconds

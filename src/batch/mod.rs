@@ -55,6 +55,16 @@ pub enum Class {
     OneShot,
 }
 
+impl Class {
+    /// Metric label (`crossl_queue_depth{class}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Streaming => "streaming",
+            Class::OneShot => "one_shot",
+        }
+    }
+}
+
 impl Reply {
     /// A waiting caller is one-shot; a window bound for the store is streaming.
     pub fn class(&self) -> Class {
@@ -111,6 +121,19 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
+impl Shared {
+    /// Publishes both queues' depths; called with the queue lock held, after every admission and every
+    /// take, so the gauge never lags the queues by more than one operation.
+    fn publish_depth(&self, queues: &Queues) {
+        for class in [Class::Streaming, Class::OneShot] {
+            self.metrics
+                .queue_depth
+                .with_label_values(&[class.as_str()])
+                .set(queues.depth(class) as i64);
+        }
+    }
+}
+
 /// Handle to the batcher actor; cloning is cheap.
 #[derive(Clone, Debug)]
 pub struct Batcher {
@@ -142,6 +165,7 @@ impl Batcher {
             wake: tokio::sync::Notify::new(),
             metrics: Arc::clone(&metrics),
         });
+        metrics.preregister_classes(&manifest.classes);
         let sink = delivery::Sink {
             manifest: Arc::clone(&manifest),
             store,
@@ -170,7 +194,9 @@ impl Batcher {
         let n = jobs.len();
         let admitted = {
             let mut queues = self.shared.queues.lock().unwrap_or_else(|p| p.into_inner());
-            queues.admit(class, jobs, Instant::now())
+            let admitted = queues.admit(class, jobs, Instant::now());
+            self.shared.publish_depth(&queues);
+            admitted
         };
         match admitted {
             Ok(()) => {

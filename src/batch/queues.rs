@@ -124,6 +124,14 @@ impl Queues {
         self.closing
     }
 
+    /// Jobs waiting in one class's queue.
+    pub(super) fn depth(&self, class: Class) -> usize {
+        match class {
+            Class::Streaming => self.streaming.len(),
+            Class::OneShot => self.one_shot.len(),
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.streaming.len() + self.one_shot.len()
     }

@@ -460,3 +460,51 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn queue_depth_gauge_follows_the_queues_and_predictions_are_counted_by_class() {
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().expect("gate");
+    let h = harness(config(1, 64), Some(Arc::clone(&gate))).await;
+    let depth = |class: &str| h.metrics.queue_depth.with_label_values(&[class]).get();
+    assert_eq!(
+        h.metrics
+            .predictions_by_class
+            .with_label_values(&["a"])
+            .get(),
+        0,
+        "every class of the manifest exists before its first prediction"
+    );
+    for i in 0..8 {
+        h.batcher.submit(stream_job("d", i)).expect("queued");
+    }
+    // The worker holds at most a batch or two behind the gate; the rest waits in the streaming queue.
+    let mut seen = 0;
+    for _ in 0..500 {
+        seen = depth("streaming");
+        if seen > 0 && seen as usize == h.batcher.queued() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen > 0, "blocked worker: windows wait in the queue");
+    assert_eq!(seen as usize, h.batcher.queued());
+    assert_eq!(depth("one_shot"), 0);
+    drop(held);
+    for _ in 0..500 {
+        if h.metrics.predictions.get() == 8 && depth("streaming") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(depth("streaming"), 0, "drained queue reads zero");
+    assert_eq!(h.metrics.predictions.get(), 8);
+    // EchoBackend's logits put the maximum at index 1: class "b" of the two-modality manifest.
+    assert_eq!(
+        h.metrics
+            .predictions_by_class
+            .with_label_values(&["b"])
+            .get(),
+        8
+    );
+}
