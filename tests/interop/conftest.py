@@ -59,6 +59,9 @@ def server():
             # The interop clients send seconds of data at once.
             "--rate-limit-factor",
             "1000",
+            # They expect window ends on whole seconds.
+            "--window-phase",
+            "aligned",
         ],
         cwd=REPO,
         env=env,
