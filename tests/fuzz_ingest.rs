@@ -47,10 +47,11 @@ fn op() -> impl Strategy<Value = Op> {
 /// chunk (the adapter refuses those itself; see the real-stream test below).
 fn apply(core: &Core, request: proto::StreamRequest) -> Option<Result<(), Error>> {
     match request.kind? {
-        Kind::Hello(hello) => Some(
-            core.ingest
-                .hello(Transport::Grpc, &hello.device_id, &hello.modalities),
-        ),
+        Kind::Hello(hello) => Some(core.ingest.hello(
+            Transport::Grpc,
+            &hello.device_id,
+            &hello.modalities,
+        )),
         Kind::Chunk(chunk) => Some(
             core.ingest
                 .push(
@@ -78,7 +79,6 @@ fn in_process() -> InProcess {
     let rt = runtime();
     let clock = ManualClock::new(1_800_000_000 * SECOND);
     let mut args = common::test_args(common::bundled_model());
-    args.max_devices = 64;
     let hooks = Hooks {
         backend_factory: None,
         clock: Some(Arc::new(clock.clone())),
@@ -282,7 +282,10 @@ fn check_status(status: tonic::Status) -> Result<tonic::Code, TestCaseError> {
         status.code(),
         status.message()
     );
-    prop_assert!(!status.message().trim().is_empty(), "status without message");
+    prop_assert!(
+        !status.message().trim().is_empty(),
+        "status without message"
+    );
     Ok(status.code())
 }
 
@@ -300,14 +303,16 @@ fn a_real_grpc_stream_answers_fuzzed_and_garbage_messages_with_clear_errors_and_
         a.stream_linger_ms = 50;
         // Small enough that the fuzzer's biggest chunks hit it (→ RESOURCE_EXHAUSTED).
         a.grpc_max_message_bytes = 32 * 1024;
-        a.max_devices = 64;
     }));
     let channel = rt.block_on(server.channel());
 
     let requests = proptest::collection::vec(request(), 1..12);
     run("structured requests over gRPC", 24, requests, |requests| {
         let now = unix_now();
-        let messages = requests.iter().map(|r| r.build(now).encode_to_vec()).collect();
+        let messages = requests
+            .iter()
+            .map(|r| r.build(now).encode_to_vec())
+            .collect();
         rt.block_on(stream_raw(&channel, messages)).map(|_| ())
     });
 

@@ -77,7 +77,11 @@ pub fn device_id() -> impl Strategy<Value = String> {
 
 /// Modality names: mostly the model's own, plus unknown, empty and arbitrary Unicode names.
 pub fn modality_name() -> impl Strategy<Value = String> {
-    let names: Vec<String> = manifest().modalities.iter().map(|m| m.name.clone()).collect();
+    let names: Vec<String> = manifest()
+        .modalities
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
     prop_oneof![
         6 => proptest::sample::select(names),
         1 => Just(String::new()),
@@ -160,7 +164,11 @@ pub enum Samples {
     /// Explicit values (any length: not necessarily a multiple of the channel count).
     Values(Vec<f32>),
     /// `rows` rows of `channels` copies of `value` (up to past `--max-chunk-samples`).
-    Filled { rows: usize, channels: usize, value: f32 },
+    Filled {
+        rows: usize,
+        channels: usize,
+        value: f32,
+    },
 }
 
 impl Samples {
@@ -265,15 +273,22 @@ pub fn request() -> impl Strategy<Value = RequestSpec> {
                 metadata,
             },
         );
-    let chunk = (any::<u64>(), device_id(), modality_name(), stamp(), samples()).prop_map(
-        |(sequence, device_id, modality, start, samples)| RequestSpec::Chunk {
-            sequence,
-            device_id,
-            modality,
-            start,
-            samples,
-        },
-    );
+    let chunk = (
+        any::<u64>(),
+        device_id(),
+        modality_name(),
+        stamp(),
+        samples(),
+    )
+        .prop_map(
+            |(sequence, device_id, modality, start, samples)| RequestSpec::Chunk {
+                sequence,
+                device_id,
+                modality,
+                start,
+                samples,
+            },
+        );
     prop_oneof![
         2 => hello,
         8 => chunk,
@@ -380,7 +395,11 @@ pub fn check_http_answer(status: u16, body: &[u8]) -> Result<(), TestCaseError> 
     );
     let json: serde_json::Value = match serde_json::from_slice(body) {
         Ok(json) => json,
-        Err(e) => return Err(TestCaseError::fail(format!("status {status}, body not JSON ({e}): {text}"))),
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "status {status}, body not JSON ({e}): {text}"
+            )));
+        }
     };
     if status >= 400 {
         prop_assert!(
@@ -393,4 +412,80 @@ pub fn check_http_answer(status: u16, body: &[u8]) -> Result<(), TestCaseError> 
         );
     }
     Ok(())
+}
+
+/// Object keys: the names the request bodies use (so the fuzzer reaches past the first field check), the
+/// model's modality and input names, and arbitrary strings.
+pub fn json_key() -> impl Strategy<Value = String> {
+    let m = manifest();
+    let mut known: Vec<String> = [
+        "modalities",
+        "inputs",
+        "name",
+        "shape",
+        "datatype",
+        "data",
+        "id",
+        "type",
+        "sequence",
+        "modality",
+        "start_unix_nanos",
+        "samples",
+        "present",
+        "hello",
+        "parameters",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    known.extend(m.modalities.iter().map(|s| s.name.clone()));
+    known.extend(m.modalities.iter().map(|s| s.input.clone()));
+    prop_oneof![
+        4 => proptest::sample::select(known),
+        1 => ".{0,12}",
+    ]
+}
+
+/// A JSON number as a request would carry it: mostly plausible, sometimes beyond f32 (→ ±Inf), huge
+/// integers, or negative zero.
+pub fn json_number() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        8 => (-50.0f64..50.0).prop_map(serde_json::Value::from),
+        1 => Just(serde_json::json!(1e39)),
+        1 => Just(serde_json::json!(-1e39)),
+        1 => any::<i64>().prop_map(serde_json::Value::from),
+        1 => any::<u64>().prop_map(serde_json::Value::from),
+        1 => any::<f64>().prop_map(serde_json::Value::from),
+        1 => Just(serde_json::json!(-0.0)),
+    ]
+}
+
+/// Arbitrary JSON values (nested arrays and objects, numbers of every range, strings, nulls).
+pub fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::Bool),
+        json_number(),
+        ".{0,12}".prop_map(serde_json::Value::String),
+    ];
+    leaf.prop_recursive(4, 96, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
+            proptest::collection::vec((json_key(), inner), 0..6)
+                .prop_map(|kv| serde_json::Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+/// `rows` rows of `channels` values, each a plausible number or (rarely) something hostile.
+pub fn json_rows(rows: usize, channels: usize) -> impl Strategy<Value = serde_json::Value> {
+    let cell = prop_oneof![
+        20 => (-50.0f64..50.0).prop_map(serde_json::Value::from),
+        1 => json_number(),
+        1 => Just(serde_json::Value::Null),
+        1 => Just(serde_json::json!("1.0")),
+        1 => Just(serde_json::json!([1.0])),
+    ];
+    proptest::collection::vec(proptest::collection::vec(cell, channels), rows)
+        .prop_map(|rows| serde_json::json!(rows))
 }
