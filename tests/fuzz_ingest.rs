@@ -78,7 +78,7 @@ struct InProcess {
 fn in_process() -> InProcess {
     let rt = runtime();
     let clock = ManualClock::new(1_800_000_000 * SECOND);
-    let mut args = common::test_args(common::bundled_model());
+    let args = common::test_args(common::bundled_model());
     let hooks = Hooks {
         backend_factory: None,
         clock: Some(Arc::new(clock.clone())),
@@ -296,13 +296,15 @@ fn unix_now() -> i64 {
         .as_nanos() as i64
 }
 
+/// `--grpc-max-message-bytes` of the real-stream test: small enough that the fuzzer's biggest chunks hit it.
+const GRPC_MAX_MESSAGE: usize = 32 * 1024;
+
 #[test]
 fn a_real_grpc_stream_answers_fuzzed_and_garbage_messages_with_clear_errors_and_keeps_serving() {
     let rt = runtime();
     let server = rt.block_on(streaming::start(|a| {
         a.stream_linger_ms = 50;
-        // Small enough that the fuzzer's biggest chunks hit it (→ RESOURCE_EXHAUSTED).
-        a.grpc_max_message_bytes = 32 * 1024;
+        a.grpc_max_message_bytes = GRPC_MAX_MESSAGE;
     }));
     let channel = rt.block_on(server.channel());
 
@@ -326,8 +328,11 @@ fn a_real_grpc_stream_answers_fuzzed_and_garbage_messages_with_clear_errors_and_
         let chunk = streaming::chunk_request(1, chunk).encode_to_vec();
         let garbage = wire.bytes(now);
         let decodes = proto::StreamRequest::decode(garbage.as_slice()).is_ok();
+        let oversized = garbage.len() > GRPC_MAX_MESSAGE;
         let (_, code) = rt.block_on(stream_raw(&channel, vec![hello, garbage, chunk]))?;
-        if !decodes {
+        if oversized {
+            prop_assert_eq!(code, tonic::Code::ResourceExhausted, "an oversized message");
+        } else if !decodes {
             prop_assert_eq!(
                 code,
                 tonic::Code::InvalidArgument,
