@@ -6,14 +6,14 @@
 //! a message (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for limits), and afterwards a well-behaved device
 //! still gets its prediction (no poisoned state). `PROPTEST_CASES=N` fuzzes longer.
 
-mod common;
 mod fuzz_common;
 mod streaming;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossl_serve::app::{Core, Hooks};
+use crossl_serve::app::{Core, Hooks, Service, launch};
+use crossl_serve::config::ServeArgs;
 use crossl_serve::error::Error;
 use crossl_serve::ingest::{SensorChunk, Transport};
 use crossl_serve::proto;
@@ -68,33 +68,54 @@ fn apply(core: &Core, request: proto::StreamRequest) -> Option<Result<(), Error>
     }
 }
 
-/// A server on port 0 with the bundled model and a manual clock, driven from proptest's closures.
+/// A server on port 0 with the bundled model and a manual clock, driven from proptest's closures. (Stopped
+/// when the sender drops.)
 struct InProcess {
     rt: tokio::runtime::Runtime,
-    server: common::TestServer,
+    service: Service,
+    _stop: tokio::sync::oneshot::Sender<()>,
     clock: ManualClock,
 }
 
 fn in_process() -> InProcess {
     let rt = runtime();
     let clock = ManualClock::new(1_800_000_000 * SECOND);
-    let args = common::test_args(common::bundled_model());
+    let mut args = ServeArgs::defaults();
+    args.model = streaming::repo_path("models/crossl-dsads");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    (args.http_addr, args.grpc_addr, args.metrics_addr) = (any, any, any);
+    args.warmup_runs = 1;
+    // Fuzz cases send seconds of data at once.
+    args.rate_limit_factor = 1e6;
     let hooks = Hooks {
         backend_factory: None,
         clock: Some(Arc::new(clock.clone())),
     };
-    let server = rt.block_on(async {
-        let server = common::launch_server(args, hooks).await;
-        server.ready().await;
-        server
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = rt.block_on(async {
+        let service = launch(args, hooks, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server starts");
+        tokio::time::timeout(Duration::from_secs(60), service.ready())
+            .await
+            .expect("ready within 60 s")
+            .expect("server becomes ready");
+        service
     });
-    InProcess { rt, server, clock }
+    InProcess {
+        rt,
+        service,
+        _stop: stop,
+        clock,
+    }
 }
 
 /// One device sends `window + 1` seconds of every modality (stamped from `now`); its first full window must
 /// be predicted and the service must still answer readiness.
 fn a_well_behaved_device_still_gets_predictions(f: &InProcess, device_id: &str) {
-    let core = &f.server.core;
+    let core = &f.service.core;
     let t0 = (f.clock.now_unix_nanos() / SECOND + 1) * SECOND;
     let seconds = core.manifest.window_seconds.ceil() as usize;
     for k in 0..=seconds {
@@ -121,8 +142,10 @@ fn a_well_behaved_device_still_gets_predictions(f: &InProcess, device_id: &str) 
         tokio::time::timeout(Duration::from_secs(60), predicted)
             .await
             .expect("the well-behaved device gets its window predicted within 60 s");
-        let (status, body) = f.server.get("/readyz").await;
-        assert_eq!(status, 200, "still serving: {body}");
+        let readyz = reqwest::get(format!("http://{}/readyz", f.service.http_addr))
+            .await
+            .expect("HTTP answers");
+        assert_eq!(readyz.status(), 200, "still serving");
     });
 }
 
@@ -138,12 +161,12 @@ fn structured_stream_requests_decode_into_the_core_and_every_refusal_is_a_clear_
                     let wire = request.encode_to_vec();
                     let decoded = proto::StreamRequest::decode(wire.as_slice());
                     prop_assert!(decoded.is_ok(), "prost round trip: {decoded:?}");
-                    if let Some(Err(e)) = apply(&f.server.core, decoded.unwrap()) {
+                    if let Some(Err(e)) = apply(&f.service.core, decoded.unwrap()) {
                         check_refusal(e)?;
                     }
                 }
                 Op::Advance(ms) => f.clock.advance(i64::from(ms) * 1_000_000),
-                Op::Tick => f.server.core.ingest.tick(),
+                Op::Tick => f.service.core.ingest.tick(),
             }
         }
         Ok(())
@@ -159,7 +182,7 @@ fn arbitrary_and_damaged_bytes_decode_or_fail_cleanly_and_decoded_requests_get_c
         // A decode failure is what the gRPC adapter reports for a message that is not a StreamRequest; it
         // must not panic, and anything that does decode goes through the same core checks.
         if let Ok(request) = proto::StreamRequest::decode(bytes.as_slice())
-            && let Some(Err(e)) = apply(&f.server.core, request)
+            && let Some(Err(e)) = apply(&f.service.core, request)
         {
             check_refusal(e)?;
         }
