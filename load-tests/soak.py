@@ -195,6 +195,10 @@ class Soak:
         self.modalities = [(m["name"], m["channels"], int(round(m["sample_rate_hz"])))
                            for m in model["manifest"]["modalities"]]
 
+    def keeps_id(self, slot: int) -> bool:
+        """Even slots come back under their own id; odd ones under a new id each session (unless --fixed-ids)."""
+        return self.args.fixed_ids or slot % 2 == 0
+
     def running(self) -> bool:
         return time.monotonic() < self.deadline and self.server.alive()
 
@@ -228,7 +232,7 @@ class Soak:
         stub = self.pb_grpc.IngestStub(channel)
         session = 0
         while self.running():
-            device = f"soak-g{slot}" if slot % 2 == 0 else f"soak-g{slot}-s{session}"
+            device = f"soak-g{slot}" if self.keeps_id(slot) else f"soak-g{slot}-s{session}"
             session += 1
 
             def requests():
@@ -260,7 +264,7 @@ class Soak:
 
         session = 0
         while self.running():
-            device = f"soak-w{slot}" if slot % 2 == 0 else f"soak-w{slot}-s{session}"
+            device = f"soak-w{slot}" if self.keeps_id(slot) else f"soak-w{slot}-s{session}"
             session += 1
             try:
                 with connect(f"ws://{self.server.http}/v1/ws/devices/{device}", open_timeout=30,
@@ -441,6 +445,8 @@ def main() -> int:
                    help="seconds a device stays before leaving (default 15 45)")
     p.add_argument("--pause-s", type=float, nargs=2, default=(1, 5), metavar=("MIN", "MAX"),
                    help="seconds a device stays away before rejoining (default 1 5)")
+    p.add_argument("--fixed-ids", action="store_true",
+                   help="every device rejoins under its own id (default: half take a new id each session)")
     p.add_argument("--bad-interval", type=float, default=0.5, help="seconds between misbehaviours (default 0.5)")
     p.add_argument("--model", default=str(REPO / "models" / "crossl-dsads"))
     p.add_argument("--bin", default=os.environ.get("CROSSL_SERVE_BIN", str(REPO / "target" / "release" / "crossl-serve")),
