@@ -13,7 +13,7 @@ DSADS_DIR ?= $(HOME)/.cache/crossl/dsads
 export CROSSL_DSADS_DIR := $(DSADS_DIR)
 
 .PHONY: help run build release setup-runtime setup-dev data test test-rust test-python test-interop \
-        openapi lint bench demo load-test bench-capacity
+        openapi lint bench demo load-test bench-capacity soak soak-ci
 
 help:
 	@echo "make run     - serve the bundled model (HTTP :8080, gRPC :50051, metrics :9090)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench   - criterion benchmarks (see docs/benchmarks.md)"
 	@echo "make load-test - k6 against a running server (make run in another terminal)"
 	@echo "make bench-capacity - per-core capacity table: server on CPU 0, crossl-loadgen on CPU 1"
+	@echo "make soak    - 10-minute soak of the release build (RSS, devices joining/leaving, a misbehaving client)"
 	@echo "make lint    - cargo fmt --check + clippy -D warnings"
 
 setup-runtime:
@@ -43,7 +44,7 @@ data: setup-dev
 	@if [ -f "$(DSADS_DIR)/data/a19/p6/s60.txt" ]; then echo "DSADS already unpacked in $(DSADS_DIR)"; \
 	else $(PY) -m crossl unpack --archive "$(DSADS_ARCHIVE)" --out "$(DSADS_DIR)"; fi
 
-test: setup-dev data build test-rust test-python test-interop
+test: setup-dev data build test-rust test-python test-interop soak-ci
 	@echo "all test suites passed"
 
 test-rust:
@@ -98,3 +99,14 @@ bench-capacity: release
 	  --metrics-url http://$(BENCH_METRICS)/metrics --server-pid $$pid \
 	  --markdown target/bench-capacity.md --json target/bench-capacity.json $(BENCH_ARGS); \
 	echo "table written to target/bench-capacity.md"
+
+# Soak (load-tests/soak.py, docs/benchmarks.md "Soak"): fails when the server's RSS grows by more than 10 %
+# after warm-up. The CI version runs 60 s against the debug build (stable after ~20 s of load).
+SOAK_BIN ?= target/debug/crossl-serve
+soak-ci: setup-dev build
+	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" $(PY) load-tests/soak.py --duration 60 --warmup 20 --devices 8 \
+		--max-growth 0.10 --bin $(SOAK_BIN)
+
+soak: setup-dev release
+	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" $(PY) load-tests/soak.py --duration 600 --warmup 60 --devices 16 \
+		--max-growth 0.10 --bin target/release/crossl-serve

@@ -474,6 +474,18 @@ async fn read_stream(
                         status.message()
                     ))
                     .into()
+                } else if is_decode_failure(&status) {
+                    // tonic reports a message that is not a StreamRequest as INTERNAL (gRPC's convention
+                    // for parse errors); it is the client's mistake, so it is INVALID_ARGUMENT here.
+                    core.metrics
+                        .chunks_rejected
+                        .with_label_values(&[TRANSPORT, "bad_message"])
+                        .inc();
+                    Error::invalid(
+                        "bad_message",
+                        format!("{} (not a crossl.v1.StreamRequest)", status.message()),
+                    )
+                    .into()
                 } else {
                     status
                 };
@@ -513,6 +525,14 @@ fn taken_over_notice(device_id: &str) -> Error {
              (its chunks are refused until it sends a hello for the device)"
         ),
     }
+}
+
+/// Whether a request-stream error is tonic's protobuf decode failure (tonic-prost's wording).
+fn is_decode_failure(status: &Status) -> bool {
+    status.code() == tonic::Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
 }
 
 /// Applies one hello or chunk; returns the device and modality it named, for the error report.
