@@ -94,6 +94,10 @@ pub struct Metrics {
     pub hellos_unregistered: IntCounter,
     /// Device streams that lost a device to a newer stream (takeover), by transport.
     pub stream_takeovers: IntCounterVec,
+    /// Failed operations on the shared state store (`--store redis://…`), by op (write, read, subscribe).
+    pub store_errors: IntCounterVec,
+    /// Writes to the shared state store dropped because its write queue was full (never blocks ingest).
+    pub store_writes_dropped: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -296,6 +300,17 @@ impl Metrics {
                 "crossl_devices_evicted_total",
                 "Devices evicted for being idle",
             ),
+            store_errors: counter_vec(
+                &r,
+                "crossl_store_errors_total",
+                "Failed operations on the shared state store, by op",
+                &["op"],
+            ),
+            store_writes_dropped: counter(
+                &r,
+                "crossl_store_writes_dropped_total",
+                "Shared-store writes dropped because the write queue was full",
+            ),
             feed_lagged: counter_vec(
                 &r,
                 "crossl_feed_lagged_total",
@@ -376,6 +391,9 @@ impl Metrics {
             "in_flight_limit",
         ] {
             self.requests_shed.with_label_values(&[r]);
+        }
+        for op in ["write", "read", "subscribe"] {
+            self.store_errors.with_label_values(&[op]);
         }
         for r in ["late", "duplicate", "buffer_full"] {
             self.samples_dropped.with_label_values(&[r]);
