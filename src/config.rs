@@ -192,7 +192,7 @@ pub struct ServeArgs {
     pub feed_capacity: usize,
 
     /// Where shared device state lives: `memory` (this process only; nothing else needed) or a Redis URL
-    /// (`redis://[:password@]host:port[/db]`, `rediss://…` for TLS) shared by every replica, so any replica
+    /// (`redis://[:password@]host:port[/db]`; TLS `rediss://` is not built in) shared by every replica, so any replica
     /// answers for any device (latest prediction, history, the device registry, the live feeds).
     #[arg(long, env = "CROSSL_STORE", default_value = "memory")]
     pub store: String,
@@ -294,7 +294,7 @@ impl ServeArgs {
         let store = self.store.trim();
         if store.is_empty() || store == "memory" {
             Ok(StoreBackend::Memory)
-        } else if ["redis://", "rediss://", "redis+unix://", "unix://"]
+        } else if ["redis://", "redis+unix://", "unix://"]
             .iter()
             .any(|scheme| store.starts_with(scheme))
         {
