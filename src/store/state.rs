@@ -178,3 +178,29 @@ pub fn resolve_replica_id(configured: &str) -> String {
         _ => format!("replica-{:08x}", rand::random::<u32>()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ServeArgs, StoreBackend};
+
+    #[test]
+    fn store_flag_is_memory_or_a_redis_url() {
+        let mut args = ServeArgs::defaults();
+        assert_eq!(args.store_backend().unwrap(), StoreBackend::Memory);
+        args.store = "redis://10.0.0.5:6379/2".into();
+        assert_eq!(
+            args.store_backend().unwrap(),
+            StoreBackend::Redis("redis://10.0.0.5:6379/2".into())
+        );
+        args.store = "postgres://x".into();
+        let e = args.store_backend().unwrap_err().to_string();
+        assert!(e.contains("--store"), "{e}");
+    }
+
+    #[test]
+    fn a_configured_replica_id_wins() {
+        assert_eq!(resolve_replica_id(" pod-1 "), "pod-1");
+        assert!(!resolve_replica_id("").is_empty());
+    }
+}
