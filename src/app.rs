@@ -55,6 +55,9 @@ pub struct Core {
     pub manifest: Arc<Manifest>,
     pub ingest: Ingest,
     pub store: PredictionStore,
+    /// What the read paths answer from (REST latest/history/devices, gRPC Latest/Watch, the WebSocket
+    /// feed): this replica's store, or state shared by every replica (`--store redis://…`).
+    pub state: Arc<dyn crate::store::StateStore>,
     pub metrics: Arc<Metrics>,
     /// API keys (REST, WebSocket and gRPC adapters); empty = auth off.
     pub auth: crate::api::auth::ApiKeys,
@@ -289,6 +292,11 @@ fn check_args(args: &ServeArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.hop_ms != Some(0), "--hop-ms must be positive");
     anyhow::ensure!(args.tick_ms >= 1, "--tick-ms must be positive");
+    args.store_backend()?;
+    anyhow::ensure!(
+        args.store_heartbeat_ms >= 1 && args.store_timeout_ms >= 1,
+        "--store-heartbeat-ms and --store-timeout-ms must be positive"
+    );
     Ok(())
 }
 
@@ -362,8 +370,9 @@ fn build_core(
         batcher.clone(),
         store.clone(),
         Arc::clone(&metrics),
-        clock,
+        Arc::clone(&clock),
     );
+    let state = shared_state(&args, &store, &ingest, &metrics, clock)?;
     let (health_tx, health_rx) = watch::channel(Health {
         phase: Phase::Starting,
         runtime: None,
@@ -380,6 +389,7 @@ fn build_core(
         manifest,
         ingest,
         store,
+        state,
         metrics,
         auth,
         feeds,
@@ -399,6 +409,42 @@ fn build_core(
         },
         ready,
     ))
+}
+
+/// The read paths' state store (`--store`): this replica's, or shared on Redis.
+fn shared_state(
+    args: &ServeArgs,
+    store: &PredictionStore,
+    ingest: &Ingest,
+    metrics: &Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn crate::store::StateStore>> {
+    let replica_id = crate::store::state::resolve_replica_id(&args.replica_id);
+    let local = crate::store::MemoryState::new(store.clone(), ingest.clone(), &replica_id);
+    Ok(match args.store_backend()? {
+        crate::config::StoreBackend::Memory => Arc::new(local),
+        crate::config::StoreBackend::Redis(url) => {
+            tracing::info!(
+                store = %crate::store::redis_store::redact(&url),
+                replica_id,
+                "shared device state on Redis"
+            );
+            crate::store::redis_store::RedisState::start(
+                local,
+                crate::store::redis_store::RedisSettings {
+                    url,
+                    history_len: args.history_len.max(1),
+                    retention: Duration::from_secs(args.prediction_retention_s.max(1)),
+                    heartbeat: Duration::from_millis(args.store_heartbeat_ms),
+                    timeout: Duration::from_millis(args.store_timeout_ms),
+                    write_queue: args.store_write_queue,
+                    feed_capacity: args.feed_capacity,
+                },
+                Arc::clone(metrics),
+                clock,
+            )?
+        }
+    })
 }
 
 /// After the drain deadline, how long streams still get to send their closing status before they are
@@ -598,6 +644,8 @@ pub async fn launch(
         //    which each stream sends what it holds and ends with its status (UNAVAILABLE / 1001).
         core.feeds.finish();
         let _ = tokio::time::timeout_at(deadline, core.feeds.finished()).await;
+        //    A shared store gets what is still queued and releases this replica's devices.
+        core.state.shutdown().await;
         // 5. Wait for the streams to end (a client that stops reading is given up at the deadline).
         let deadline = tokio::time::Instant::now().max(deadline) + STREAM_CLOSE_GRACE;
         while core.metrics.open_streams_total() > 0 && tokio::time::Instant::now() < deadline {

@@ -202,6 +202,31 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_FEED_CAPACITY", default_value_t = 4096)]
     pub feed_capacity: usize,
 
+    /// Where shared device state lives: `memory` (this process only; nothing else needed) or a Redis URL
+    /// (`redis://[:password@]host:port[/db]`; TLS `rediss://` is not built in) shared by every replica, so any replica
+    /// answers for any device (latest prediction, history, the device registry, the live feeds).
+    #[arg(long, env = "CROSSL_STORE", default_value = "memory")]
+    pub store: String,
+
+    /// This replica's name in the shared device registry (`held_by`). Empty: the HOSTNAME environment
+    /// variable (the pod name on Kubernetes), else a random id.
+    #[arg(long, env = "CROSSL_REPLICA_ID", default_value = "")]
+    pub replica_id: String,
+
+    /// How often (ms) a replica refreshes the shared registry entries of the devices it holds; an entry
+    /// not refreshed for 3 periods is shown as `stale` with `held_by: null` (the replica is gone).
+    #[arg(long, env = "CROSSL_STORE_HEARTBEAT_MS", default_value_t = 1000)]
+    pub store_heartbeat_ms: u64,
+
+    /// A read from the shared store that takes longer than this (ms) answers 503 (store unavailable).
+    #[arg(long, env = "CROSSL_STORE_TIMEOUT_MS", default_value_t = 1000)]
+    pub store_timeout_ms: u64,
+
+    /// Writes (predictions, registry updates) queued for the shared store; beyond it writes are dropped
+    /// and counted (`crossl_store_writes_dropped_total`), never making ingest wait.
+    #[arg(long, env = "CROSSL_STORE_WRITE_QUEUE", default_value_t = 16_384)]
+    pub store_write_queue: usize,
+
     /// How long shutdown waits for queued windows and in-flight batches (ms).
     #[arg(long, env = "CROSSL_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
@@ -274,6 +299,32 @@ impl ServeArgs {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }
+
+    /// Where shared device state lives (`--store`).
+    pub fn store_backend(&self) -> anyhow::Result<StoreBackend> {
+        let store = self.store.trim();
+        if store.is_empty() || store == "memory" {
+            Ok(StoreBackend::Memory)
+        } else if ["redis://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|scheme| store.starts_with(scheme))
+        {
+            Ok(StoreBackend::Redis(store.to_string()))
+        } else {
+            anyhow::bail!(
+                "--store must be `memory` or a Redis URL (redis://host:port), got {store:?}"
+            )
+        }
+    }
+}
+
+/// `--store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// This process only.
+    Memory,
+    /// Shared by every replica through Redis at this URL.
+    Redis(String),
 }
 
 /// Limits and settings the streaming adapters (gRPC, WebSocket) need at run time.

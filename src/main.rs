@@ -15,9 +15,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the service (HTTP/WebSocket, gRPC and metrics listeners).
-    Serve(crossl_serve::config::ServeArgs),
+    // Boxed: these flag sets dwarf check-model's (clippy::large_enum_variant).
+    Serve(Box<crossl_serve::config::ServeArgs>),
     /// Stream DSADS recordings to a running service.
-    Replay(crossl_serve::replay::ReplayArgs),
+    Replay(Box<crossl_serve::replay::ReplayArgs>),
     /// Check a model folder (manifest, sha256, graph, golden.json parity) without serving it.
     CheckModel(crossl_serve::check::CheckArgs),
 }
@@ -39,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_json);
-            crossl_serve::app::serve(args, crossl_serve::signal::shutdown_signal()).await
+            crossl_serve::app::serve(*args, crossl_serve::signal::shutdown_signal()).await
         }
         Command::CheckModel(args) => {
             init_tracing(false);
@@ -49,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Replay(args) => {
             init_tracing(false);
-            crossl_serve::replay::run(args).await
+            crossl_serve::replay::run(*args).await
         }
     }
 }

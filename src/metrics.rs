@@ -100,9 +100,11 @@ pub struct Metrics {
     pub predictions_by_class: IntCounterVec,
     /// The `--max-devices` cap, so alerts can compare `crossl_active_devices` with it.
     pub max_devices: IntGauge,
-    /// Shared-store operations that failed, by op (read, write). Registered here so dashboards and
-    /// alerts can rely on the family whichever store backend runs; the memory store never fails.
+    /// Failed operations on the shared state store (`--store redis://…`), by op (write, read, subscribe);
+    /// the memory store never fails, the family exists at zero for dashboards and alerts.
     pub store_errors: IntCounterVec,
+    /// Writes to the shared state store dropped because its write queue was full (never blocks ingest).
+    pub store_writes_dropped: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -336,6 +338,17 @@ impl Metrics {
                 "crossl_devices_evicted_total",
                 "Devices evicted for being idle",
             ),
+            store_errors: counter_vec(
+                &r,
+                "crossl_store_errors_total",
+                "Failed operations on the shared state store, by op",
+                &["op"],
+            ),
+            store_writes_dropped: counter(
+                &r,
+                "crossl_store_writes_dropped_total",
+                "Shared-store writes dropped because the write queue was full",
+            ),
             feed_lagged: counter_vec(
                 &r,
                 "crossl_feed_lagged_total",
@@ -382,12 +395,6 @@ impl Metrics {
                 "Predictions produced, by predicted class",
                 &["class"],
             ),
-            store_errors: counter_vec(
-                &r,
-                "crossl_store_errors_total",
-                "Shared-store operations that failed",
-                &["op"],
-            ),
             registry: r,
         }
     }
@@ -431,6 +438,9 @@ impl Metrics {
         ] {
             self.requests_shed.with_label_values(&[r]);
         }
+        for op in ["write", "read", "subscribe"] {
+            self.store_errors.with_label_values(&[op]);
+        }
         for r in ["late", "duplicate", "buffer_full"] {
             self.samples_dropped.with_label_values(&[r]);
         }
@@ -460,9 +470,6 @@ impl Metrics {
         }
         for c in ["streaming", "one_shot"] {
             self.queue_depth.with_label_values(&[c]);
-        }
-        for op in ["write", "read"] {
-            self.store_errors.with_label_values(&[op]);
         }
     }
 

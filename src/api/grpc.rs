@@ -636,7 +636,8 @@ impl Predictions for PredictionsService {
             auth::require_device(&core, Transport::Grpc, &grant, device)?;
         }
         let filter = filter.within(grant);
-        let mut predictions = core.store.subscribe();
+        // Every replica's predictions with a shared store (`--store redis://…`), else this replica's.
+        let mut predictions = core.state.subscribe();
         // The stream is pulled by the transport: a client that reads slowly stops pulling, the broadcast
         // buffer moves on without it, and the skipped predictions are counted. Ingest never waits.
         let output = async_stream::stream! {
@@ -678,7 +679,7 @@ impl Predictions for PredictionsService {
         let grant = grant_of(&request);
         let device_id = request.into_inner().device_id;
         auth::require_device(&self.core, Transport::Grpc, &grant, &device_id)?;
-        let prediction = self.core.store.latest(&device_id).ok_or_else(|| {
+        let prediction = self.core.state.latest(&device_id).await?.ok_or_else(|| {
             Error::NotFound(format!("no prediction for device {device_id:?} yet"))
         })?;
         Ok(Response::new(prediction_to_proto(&prediction)))

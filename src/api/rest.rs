@@ -259,31 +259,36 @@ pub struct DevicesResponse {
 }
 
 /// Devices with window state: last seen, modalities heard from and whether each is stale.
-#[utoipa::path(get, path = "/v1/devices", responses((status = 200, body = DevicesResponse)))]
+#[utoipa::path(
+    get, path = "/v1/devices",
+    responses((status = 200, body = DevicesResponse), (status = 503, body = ErrorBody))
+)]
 async fn devices(
     State(core): State<Core>,
     grant: Option<axum::extract::Extension<crate::api::auth::Grant>>,
-) -> Json<DevicesResponse> {
+) -> Result<Json<DevicesResponse>, Error> {
+    // Every replica's devices with a shared store (503 while it is unreachable), else this replica's.
+    let mut devices = core.state.devices().await?;
     // A key bound to a device glob sees only its own devices (auth middleware; none = auth off).
-    let mut devices = core.ingest.devices();
     if let Some(axum::extract::Extension(grant)) = grant {
         devices.retain(|d| grant.allows(&d.device_id));
     }
-    Json(DevicesResponse { devices })
+    Ok(Json(DevicesResponse { devices }))
 }
 
 /// One device.
 #[utoipa::path(
     get, path = "/v1/devices/{device_id}",
     params(("device_id" = String, Path, description = "Device id")),
-    responses((status = 200, body = DeviceInfo), (status = 404, body = ErrorBody))
+    responses((status = 200, body = DeviceInfo), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 async fn device(
     State(core): State<Core>,
     AppPath(device_id): AppPath<String>,
 ) -> Result<Json<DeviceInfo>, Error> {
-    core.ingest
-        .device_info(&device_id)
+    core.state
+        .device(&device_id)
+        .await?
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("unknown device {device_id:?}")))
 }
@@ -292,14 +297,15 @@ async fn device(
 #[utoipa::path(
     get, path = "/v1/devices/{device_id}/prediction",
     params(("device_id" = String, Path, description = "Device id")),
-    responses((status = 200, body = Prediction), (status = 404, body = ErrorBody))
+    responses((status = 200, body = Prediction), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 async fn latest_prediction(
     State(core): State<Core>,
     AppPath(device_id): AppPath<String>,
 ) -> Result<Json<Prediction>, Error> {
-    core.store
+    core.state
         .latest(&device_id)
+        .await?
         .map(|p| Json((*p).clone()))
         .ok_or_else(|| Error::NotFound(format!("no prediction for device {device_id:?}")))
 }
@@ -325,23 +331,22 @@ pub struct HistoryResponse {
 #[utoipa::path(
     get, path = "/v1/devices/{device_id}/predictions",
     params(("device_id" = String, Path, description = "Device id"), HistoryQuery),
-    responses((status = 200, body = HistoryResponse), (status = 404, body = ErrorBody))
+    responses((status = 200, body = HistoryResponse), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 async fn prediction_history(
     State(core): State<Core>,
     AppPath(device_id): AppPath<String>,
     AppQuery(query): AppQuery<HistoryQuery>,
 ) -> Result<Json<HistoryResponse>, Error> {
-    if core.store.latest(&device_id).is_none() && core.ingest.device_info(&device_id).is_none() {
-        return Err(Error::NotFound(format!("unknown device {device_id:?}")));
-    }
     let limit = query.limit.unwrap_or(50);
     if limit == 0 {
         return Err(Error::invalid("bad_query", "limit must be at least 1"));
     }
     let predictions = core
-        .store
+        .state
         .history(&device_id, query.since, limit)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("unknown device {device_id:?}")))?
         .into_iter()
         .map(|p| (*p).clone())
         .collect();

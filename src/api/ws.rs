@@ -523,7 +523,8 @@ async fn predictions_socket(
 async fn run_predictions_socket(core: Core, filter: DeviceFilter, socket: WebSocket) {
     let _open = feed::OpenStream::new(&core.metrics, TRANSPORT, "feed");
     let (mut sink, mut stream) = socket.split();
-    let mut predictions = core.store.subscribe();
+    // Every replica's predictions with a shared store (`--store redis://…`), else this replica's.
+    let mut predictions = core.state.subscribe();
     // Reading the client side only to notice it leaving (and to answer pings).
     let client_gone = async move {
         while let Some(Ok(message)) = stream.next().await {

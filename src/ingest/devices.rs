@@ -1,4 +1,5 @@
-//! What `/v1/devices` shows about a device.
+//! What `/v1/devices` shows about a device (the registry view; `store::StateStore` adds the replica that
+//! holds it and whether that is still so).
 
 use serde::Serialize;
 
@@ -37,6 +38,13 @@ pub struct DeviceInfo {
     pub clock_offset_seconds: Option<f64>,
     /// Modalities heard from (or declared), in manifest order.
     pub modalities: Vec<ModalityStatus>,
+    /// The replica (`--replica-id`) whose ingest holds this device's stream now; `null` when no live
+    /// replica does (its replica stopped, or stopped refreshing the shared registry: see `stale`).
+    pub held_by: Option<String>,
+    /// True when no replica holds the device any more: the last registry entry a replica wrote for it is
+    /// older than 3 heartbeats (`--store-heartbeat-ms`) or was released when that replica shut down. The
+    /// fields above are then the last ones known. Always false for devices held by the answering replica.
+    pub stale: bool,
 }
 
 pub(super) fn describe(
@@ -66,5 +74,7 @@ pub(super) fn describe(
                 })
             })
             .collect(),
+        held_by: None,
+        stale: false,
     }
 }

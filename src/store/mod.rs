@@ -1,5 +1,12 @@
 //! Prediction store: latest prediction and a bounded history per device, plus a broadcast feed of every
-//! prediction for live subscribers (WebSocket/gRPC streams).
+//! prediction for live subscribers (WebSocket/gRPC streams). This is the replica-local store the batcher
+//! writes to; [`state::StateStore`] is what the read paths see (this store alone, or shared on Redis).
+
+pub mod keys;
+pub mod redis_store;
+pub mod state;
+
+pub use state::{MemoryState, StateStore};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
