@@ -5,54 +5,23 @@
 // The gate is a std Mutex because backends run on OS threads; the test holds it across awaits on purpose.
 #![allow(clippy::await_holding_lock)]
 
+#[path = "support/gated_backend.rs"]
+mod gated_backend;
 mod streaming;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossl_serve::app::{Hooks, ort_factory};
-use crossl_serve::error::Error;
-use crossl_serve::infer::{Backend, Batch, BatchOutput};
-use crossl_serve::model::Manifest;
+use crossl_serve::app::Hooks;
 use streaming::*;
-
-/// Wraps the real backend; every run waits while the gate is held.
-struct GatedBackend {
-    inner: Box<dyn Backend>,
-    gate: Arc<Mutex<()>>,
-}
-
-impl Backend for GatedBackend {
-    fn run(&mut self, batch: &Batch) -> Result<BatchOutput, Error> {
-        let _open = self
-            .gate
-            .lock()
-            .map_err(|_| Error::Internal("gate poisoned".into()))?;
-        self.inner.run(batch)
-    }
-    fn execution_provider(&self) -> &str {
-        self.inner.execution_provider()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_still_queued_at_the_drain_timeout_are_dropped_and_counted() {
     let gate = Arc::new(Mutex::new(()));
-    let factory_gate = Arc::clone(&gate);
-    let model = repo_path("models/crossl-dsads");
     let mut ort_args = crossl_serve::config::ServeArgs::defaults();
-    ort_args.model = model.clone();
-    let real = ort_factory(
-        &ort_args,
-        Arc::new(Manifest::load(&model).expect("manifest")),
-    );
+    ort_args.model = repo_path("models/crossl-dsads");
     let hooks = Hooks {
-        backend_factory: Some(Arc::new(move |i| {
-            Ok(Box::new(GatedBackend {
-                inner: real(i)?,
-                gate: Arc::clone(&factory_gate),
-            }) as Box<dyn Backend>)
-        })),
+        backend_factory: Some(gated_backend::gated_factory(&ort_args, Arc::clone(&gate))),
         ..Hooks::default()
     };
     let server = start_with_hooks(

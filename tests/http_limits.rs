@@ -5,15 +5,14 @@
 #![allow(clippy::await_holding_lock)]
 
 mod common;
+#[path = "support/gated_backend.rs"]
+mod gated_backend;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use crossl_serve::app::{Hooks, ort_factory};
-use crossl_serve::error::Error;
-use crossl_serve::infer::{Backend, Batch, BatchOutput};
-use crossl_serve::model::Manifest;
+use crossl_serve::app::Hooks;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -100,40 +99,13 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
     assert!(served, "a place was freed");
 }
 
-/// Wraps the real backend; every run waits while the gate is held.
-struct GatedBackend {
-    inner: Box<dyn Backend>,
-    gate: Arc<Mutex<()>>,
-}
-
-impl Backend for GatedBackend {
-    fn run(&mut self, batch: &Batch) -> Result<BatchOutput, Error> {
-        let _open = self
-            .gate
-            .lock()
-            .map_err(|_| Error::Internal("gate poisoned".into()))?;
-        self.inner.run(batch)
-    }
-    fn execution_provider(&self) -> &str {
-        self.inner.execution_provider()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_in_flight_cap_get_503() {
     let mut args = test_args(fixture_model());
     args.http_max_in_flight = 1;
     let gate = Arc::new(Mutex::new(()));
-    let manifest = Arc::new(Manifest::load(&args.model).expect("manifest"));
-    let real = ort_factory(&args, manifest);
-    let g = Arc::clone(&gate);
     let hooks = Hooks {
-        backend_factory: Some(Arc::new(move |i| {
-            Ok(Box::new(GatedBackend {
-                inner: real(i)?,
-                gate: Arc::clone(&g),
-            }) as Box<dyn Backend>)
-        })),
+        backend_factory: Some(gated_backend::gated_factory(&args, Arc::clone(&gate))),
         clock: None,
     };
     let server = launch_server(args, hooks).await;

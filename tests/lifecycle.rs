@@ -4,49 +4,22 @@
 #![allow(clippy::await_holding_lock)]
 
 mod common;
+#[path = "support/gated_backend.rs"]
+mod gated_backend;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use crossl_serve::app::{Hooks, ort_factory};
+use crossl_serve::app::Hooks;
 use crossl_serve::config::ExecutionProviderChoice;
-use crossl_serve::error::Error;
-use crossl_serve::infer::{Backend, Batch, BatchOutput};
 use crossl_serve::ingest::{SensorChunk, Transport};
-use crossl_serve::model::Manifest;
 use serde_json::json;
 
-/// Wraps the real backend; every run (warm-up included) waits while the gate is held.
-struct GatedBackend {
-    inner: Box<dyn Backend>,
-    gate: Arc<Mutex<()>>,
-}
-
-impl Backend for GatedBackend {
-    fn run(&mut self, batch: &Batch) -> Result<BatchOutput, Error> {
-        let _open = self
-            .gate
-            .lock()
-            .map_err(|_| Error::Internal("gate poisoned".into()))?;
-        self.inner.run(batch)
-    }
-    fn execution_provider(&self) -> &str {
-        self.inner.execution_provider()
-    }
-}
-
 fn gated_hooks(args: &crossl_serve::config::ServeArgs, gate: Arc<Mutex<()>>) -> Hooks {
-    let manifest = Arc::new(Manifest::load(&args.model).expect("manifest"));
-    let real = ort_factory(args, manifest);
     Hooks {
-        backend_factory: Some(Arc::new(move |i| {
-            Ok(Box::new(GatedBackend {
-                inner: real(i)?,
-                gate: Arc::clone(&gate),
-            }) as Box<dyn Backend>)
-        })),
+        backend_factory: Some(gated_backend::gated_factory(args, gate)),
         clock: None,
     }
 }
