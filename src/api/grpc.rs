@@ -437,18 +437,7 @@ async fn read_stream(
                     stream.devices.remove(&device_id);
                     core.metrics.stream_takeovers.with_label_values(&[TRANSPORT]).inc();
                     let e = taken_over_notice(&device_id);
-                    let notice = proto::ChunkError {
-                        index: NOTICE_INDEX,
-                        sequence: 0,
-                        device_id,
-                        modality: String::new(),
-                        kind: e.kind().to_string(),
-                        reason: e.reason().to_string(),
-                        message: e.to_string(),
-                    };
-                    let reply = proto::StreamResponse {
-                        kind: Some(ResponseKind::ChunkError(notice)),
-                    };
+                    let reply = chunk_error_reply(NOTICE_INDEX, 0, device_id, String::new(), &e);
                     if replies.send(Ok(reply)).await.is_err() {
                         return;
                     }
@@ -497,18 +486,7 @@ async fn read_stream(
         let sequence = request.sequence;
         let (device_id, modality, result) = apply_request(&core, &stream, request.kind);
         if let Err(e) = result {
-            let error = proto::ChunkError {
-                index,
-                sequence,
-                device_id,
-                modality,
-                kind: e.kind().to_string(),
-                reason: e.reason().to_string(),
-                message: e.to_string(),
-            };
-            let reply = proto::StreamResponse {
-                kind: Some(ResponseKind::ChunkError(error)),
-            };
+            let reply = chunk_error_reply(index, sequence, device_id, modality, &e);
             if replies.send(Ok(reply)).await.is_err() {
                 return;
             }
@@ -524,6 +502,27 @@ fn taken_over_notice(device_id: &str) -> Error {
             "device {device_id:?} was taken over by a newer stream; this stream no longer carries it \
              (its chunks are refused until it sends a hello for the device)"
         ),
+    }
+}
+
+/// A `ChunkError` reply on an ingest stream.
+fn chunk_error_reply(
+    index: u64,
+    sequence: u64,
+    device_id: String,
+    modality: String,
+    e: &Error,
+) -> proto::StreamResponse {
+    proto::StreamResponse {
+        kind: Some(ResponseKind::ChunkError(proto::ChunkError {
+            index,
+            sequence,
+            device_id,
+            modality,
+            kind: e.kind().to_string(),
+            reason: e.reason().to_string(),
+            message: e.to_string(),
+        })),
     }
 }
 
