@@ -364,6 +364,7 @@ fn build_core(
             device_idle_timeout_nanos: (args.device_idle_timeout_s as i64)
                 .saturating_mul(1_000_000_000),
             hello_timeout_nanos: (args.hello_timeout_s as i64).saturating_mul(1_000_000_000),
+            idle_history_len: args.idle_history_len,
             prediction_retention_nanos: (args.prediction_retention_s as i64)
                 .saturating_mul(1_000_000_000),
         },

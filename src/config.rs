@@ -198,6 +198,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_HISTORY_LEN", default_value_t = 256)]
     pub history_len: usize,
 
+    /// Predictions kept of a device evicted as idle (`--device-idle-timeout-s`), for the rest of
+    /// `--prediction-retention-s`: its newest ones, so devices that come and go (rotating ids) cost little.
+    #[arg(long, env = "CROSSL_IDLE_HISTORY_LEN", default_value_t = 8)]
+    pub idle_history_len: usize,
+
     /// Capacity of the live prediction feed; slower subscribers skip (and count) what they missed.
     #[arg(long, env = "CROSSL_FEED_CAPACITY", default_value_t = 4096)]
     pub feed_capacity: usize,

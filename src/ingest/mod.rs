@@ -81,6 +81,8 @@ pub struct IngestLimits {
     pub hello_timeout_nanos: i64,
     /// Stored predictions whose window ended longer ago than this are pruned (by device).
     pub prediction_retention_nanos: i64,
+    /// Predictions kept of a device evicted as idle (its newest).
+    pub idle_history_len: usize,
 }
 
 /// State of one device: its windows and rate buckets, behind the device's own lock.
@@ -499,6 +501,9 @@ impl Ingest {
             }
             if removed.is_some() {
                 inner.metrics.devices_evicted.inc();
+                // Its newest predictions stay for dashboards; the rest would make every id that comes and
+                // goes cost a full history for the whole retention period.
+                inner.store.trim(&id, inner.limits.idle_history_len);
                 tracing::info!(device_id = %id, "idle device evicted");
             }
         }

@@ -82,6 +82,7 @@ fn limits() -> IngestLimits {
         device_idle_timeout_nanos: 60 * SEC,
         hello_timeout_nanos: 10 * SEC,
         prediction_retention_nanos: 120 * SEC,
+        idle_history_len: 1,
     }
 }
 
@@ -399,4 +400,27 @@ async fn silent_devices_take_no_slot_and_expire_after_the_hello_timeout() {
         .map(|d| d.device_id)
         .collect();
     assert_eq!(ids, ["a", "s1"]);
+}
+
+#[tokio::test]
+async fn an_idle_device_keeps_only_its_newest_predictions() {
+    let h = harness(limits()).await;
+    h.ingest
+        .push(
+            Transport::Grpc,
+            chunk("rotating-1", "acc", T0 - 5 * SEC, 50, 3, 1.0),
+        )
+        .expect("accepted");
+    assert!(wait_for_predictions(&h.store, "rotating-1", 3).await.len() >= 3);
+    h.clock.advance(61 * SEC);
+    h.ingest.tick();
+    assert_eq!(h.metrics.devices_evicted.get(), 1);
+    let kept = h.store.history("rotating-1", None, 100);
+    assert_eq!(
+        kept.iter()
+            .map(|p| p.window_end_unix_nanos)
+            .collect::<Vec<_>>(),
+        vec![T0],
+        "limits().idle_history_len = 1: the newest prediction stays for dashboards"
+    );
 }

@@ -230,6 +230,14 @@ impl PredictionStore {
             .retain(|_, h| h.stored_at_unix_nanos >= cutoff_unix_nanos);
     }
 
+    /// Keeps only the newest `keep` predictions of a device (at least one).
+    pub fn trim(&self, device_id: &str, keep: usize) {
+        if let Some(mut h) = self.inner.devices.get_mut(device_id) {
+            let excess = h.entries.len().saturating_sub(keep.max(1));
+            h.entries.drain(..excess);
+        }
+    }
+
     /// Number of devices with at least one prediction.
     pub fn device_count(&self) -> usize {
         self.inner.devices.len()
