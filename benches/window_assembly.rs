@@ -54,6 +54,34 @@ fn stream(c: &mut Criterion) {
             })
         },
     );
+    // As the ingest path runs it: 200 ms chunks, every modality in turn, the close check after every chunk.
+    let small: Vec<Vec<f32>> = chunks
+        .iter()
+        .zip(&manifest.modalities)
+        .map(|(c, m)| c[..c.len() / 5 / m.channels * m.channels].to_vec())
+        .collect();
+    group.bench_function(
+        format!(
+            "{}_modalities_{seconds}s_200ms_chunks_close_per_chunk",
+            manifest.modalities.len()
+        ),
+        |b| {
+            b.iter(|| {
+                let mut device =
+                    DeviceWindows::new(Arc::clone(&manifest), WindowPolicy::default(), 0);
+                let mut out = Vec::new();
+                let t0 = 1_800_000_000 * SEC;
+                for step in 0..seconds as i64 * 5 {
+                    for (m, chunk) in small.iter().enumerate() {
+                        black_box(device.push(m, t0 + step * SEC / 5, chunk, 0));
+                        device.close_ready(0, &mut out);
+                    }
+                }
+                assert!(out.len() >= seconds - manifest.window_seconds as usize);
+                black_box(out)
+            })
+        },
+    );
     group.finish();
 }
 

@@ -374,25 +374,31 @@ impl DeviceWindows {
     /// missing stretch may be a chunk still in flight (reordered or delayed) that would change the window.
     /// A window with a gap waits for the watermark (or a stall), then gaps are interpolated or absent.
     fn data_ready(&self, t: i64, now: i64) -> bool {
+        let active = || {
+            self.modalities
+                .iter()
+                .zip(&self.manifest.modalities)
+                .filter(move |(s, _)| {
+                    s.last_heard
+                        .is_some_and(|h| now - h <= self.policy.stale_nanos)
+                })
+        };
+        let last_point = |s: &ModalityState| t as f64 - s.buffer.period() - 0.5;
+        // The cheap test first for every modality: most chunks arrive before the window's end is
+        // reached by all of them, and the gap scan below walks the whole window.
         let mut any_active = false;
-        for (s, spec) in self.modalities.iter().zip(&self.manifest.modalities) {
-            if s.last_heard
-                .is_none_or(|h| now - h > self.policy.stale_nanos)
-            {
-                continue;
-            }
+        for (s, _) in active() {
             any_active = true;
-            let period = s.buffer.period();
-            let last_point = t as f64 - period - 0.5;
-            if !s.newest.is_some_and(|nw| nw as f64 >= last_point) {
-                return false;
-            }
-            let from = t - (spec.window_samples as f64 * period).round() as i64;
-            if !s.buffer.gap_free(from, last_point as i64, 1.5 * period) {
+            if !s.newest.is_some_and(|nw| nw as f64 >= last_point(s)) {
                 return false;
             }
         }
         any_active
+            && active().all(|(s, spec)| {
+                let period = s.buffer.period();
+                let from = t - (spec.window_samples as f64 * period).round() as i64;
+                s.buffer.gap_free(from, last_point(s) as i64, 1.5 * period)
+            })
     }
 
     /// Closes every window that is ready at server time `now`, oldest first, appending those with at
