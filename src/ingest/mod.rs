@@ -235,13 +235,8 @@ impl Ingest {
                     .inc_by(n as u64);
             }
         }
-        if s.accepted > 0 {
-            // Device time of the chunk's last sample against its arrival: the clock offset plus delay.
-            let last = chunk.start_unix_nanos.saturating_add(
-                ((rows.saturating_sub(1)) as f64 * 1e9 / spec.sample_rate_hz).round() as i64,
-            );
-            met.device_clock_offset_seconds
-                .observe((last as f64 - now as f64) / 1e9);
+        if let Some(offset) = outcome.clock_offset_nanos {
+            met.device_clock_offset_seconds.observe(offset as f64 / 1e9);
         }
         for (happened, event) in [
             (s.out_of_order > 0, "out_of_order"),

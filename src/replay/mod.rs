@@ -652,15 +652,9 @@ fn score_predictions(
         windows_inside_expected: schedules
             .iter()
             .map(|s| {
-                let phase = match args.window_phase {
-                    crate::window::WindowPhase::Aligned => 0,
-                    crate::window::WindowPhase::PerDevice => {
-                        let hop = (args.hop_seconds * 1e9).round() as i64;
-                        let quantum =
-                            crate::window::phase_quantum([1e9 / SAMPLE_RATE_HZ], hop.max(1));
-                        crate::window::device_phase(&s.device_id, hop.max(1), quantum)
-                    }
-                };
+                let hop = ((args.hop_seconds * 1e9).round() as i64).max(1);
+                let quantum = crate::window::phase_quantum([1e9 / SAMPLE_RATE_HZ], hop);
+                let phase = args.window_phase.phase_of(&s.device_id, hop, quantum);
                 s.windows_inside(args.window_seconds, args.hop_seconds, phase)
             })
             .sum(),

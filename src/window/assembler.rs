@@ -36,12 +36,9 @@ pub struct WindowPolicy {
 impl WindowPolicy {
     /// The policy of one device: its phase on the hop grid.
     pub fn for_device(mut self, device_id: &str) -> Self {
-        self.phase_nanos = match self.phases {
-            super::WindowPhase::Aligned => 0,
-            super::WindowPhase::PerDevice => {
-                super::device_phase(device_id, self.hop_nanos, self.phase_quantum_nanos)
-            }
-        };
+        self.phase_nanos =
+            self.phases
+                .phase_of(device_id, self.hop_nanos, self.phase_quantum_nanos);
         self
     }
 }
@@ -115,6 +112,9 @@ pub struct PushOutcome {
     /// The chunk started inside the nominal span of the previous chunk of the same modality: the device
     /// samples faster than the manifest rate (or its clock runs slow).
     pub rate_mismatch: bool,
+    /// Device time of the chunk's last sample − its arrival (server clock), when any sample was accepted:
+    /// one observation of the device's clock offset plus delay.
+    pub clock_offset_nanos: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -339,6 +339,7 @@ impl DeviceWindows {
             state.newest = state.newest.max(last);
             self.newest = self.newest.max(state.newest);
             self.offset.observe(last_sample - now, now);
+            outcome.clock_offset_nanos = Some(last_sample - now);
         }
         outcome
     }

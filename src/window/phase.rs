@@ -25,6 +25,16 @@ pub enum WindowPhase {
     PerDevice,
 }
 
+impl WindowPhase {
+    /// The phase (ns) of `device_id`'s window ends under this mode: 0 when aligned.
+    pub fn phase_of(self, device_id: &str, hop_nanos: i64, quantum_nanos: i64) -> i64 {
+        match self {
+            Self::Aligned => 0,
+            Self::PerDevice => device_phase(device_id, hop_nanos, quantum_nanos),
+        }
+    }
+}
+
 /// The finest step a phase may take: a multiple of every modality's sample period (in whole ns), so a
 /// device streaming on whole seconds still has its samples exactly on its window grid; 1 ms when the
 /// periods are not whole nanoseconds or their common multiple exceeds the hop.

@@ -293,20 +293,6 @@ async fn scrape(args: &LoadArgs) -> anyhow::Result<Option<BTreeMap<String, f64>>
     }
 }
 
-/// The server's phase of a device's window ends (`--window-phase`, as the server computes it).
-fn window_phase(args: &LoadArgs, manifest: &Manifest, timing: &StepTiming, device_id: &str) -> i64 {
-    match args.window_phase {
-        crossl_serve::window::WindowPhase::Aligned => 0,
-        crossl_serve::window::WindowPhase::PerDevice => {
-            let quantum = crossl_serve::window::phase_quantum(
-                manifest.modalities.iter().map(|m| 1e9 / m.sample_rate_hz),
-                timing.hop_ns,
-            );
-            crossl_serve::window::device_phase(device_id, timing.hop_ns, quantum)
-        }
-    }
-}
-
 /// One step of `devices` devices.
 pub async fn run_step(
     args: &LoadArgs,
@@ -393,11 +379,19 @@ pub async fn run_step(
 
     let stats = &shared.stats;
     let clock = shared.clock.get().expect("set above");
+    // The server's phase of each device's window ends (`--window-phase`, computed as the server does).
+    let quantum = crossl_serve::window::phase_quantum(
+        manifest.modalities.iter().map(|m| 1e9 / m.sample_rate_hz),
+        timing.hop_ns,
+    );
     let windows_expected: u64 = clock
         .plans
         .iter()
         .zip(&shared.device_ids)
-        .map(|(p, id)| timing.windows_expected(p, window_phase(args, manifest, &timing, id)))
+        .map(|(p, id)| {
+            let phase = args.window_phase.phase_of(id, timing.hop_ns, quantum);
+            timing.windows_expected(p, phase)
+        })
         .sum();
     let cpu_percent = |before: Option<ProcSample>, after: Option<ProcSample>| {
         before
