@@ -40,9 +40,10 @@ build:
 run: setup-runtime release
 	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" target/release/crossl-serve serve --model $(MODEL)
 
-data: setup-dev
+# Unpacking needs only the runtime venv (numpy comes with onnxruntime), never torch: `make demo` stays light.
+data: setup-runtime
 	@if [ -f "$(DSADS_DIR)/data/a19/p6/s60.txt" ]; then echo "DSADS already unpacked in $(DSADS_DIR)"; \
-	else $(PY) -m crossl unpack --archive "$(DSADS_ARCHIVE)" --out "$(DSADS_DIR)"; fi
+	else PYTHONPATH=training $(PY) -m crossl unpack --archive "$(DSADS_ARCHIVE)" --out "$(DSADS_DIR)"; fi
 
 test: setup-dev data build test-rust test-python test-interop soak-ci
 	@echo "all test suites passed"

@@ -24,9 +24,16 @@ enum Command {
 }
 
 fn init_tracing(json: bool) {
+    use std::io::IsTerminal;
+
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: a log redirected to a file or a pipe (systemd, kubectl logs, `> server.log`)
+    // must not carry ANSI escape codes. NO_COLOR (https://no-color.org) turns it off on a terminal too.
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {

@@ -1,4 +1,4 @@
-"""python -m crossl unpack | pretrain | finetune | evaluate | report | seeds | sweep | robustness | export | release"""
+"""python -m crossl unpack | pretrain | finetune | evaluate | nested | report | seeds | sweep | robustness | export | release"""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
 from . import data
-from .model import OFFICIAL_WIDTHS, SMALL_WIDTHS
-from .train import Augment, ClassifierConfig, PretrainConfig
+
+if sys.argv[1:2] != ["unpack"]:
+    # Unpacking needs neither torch nor the training stack (`make demo` / `make data` run it from the
+    # runtime-only venv), so the heavy imports happen only for the other commands.
+    import torch
+
+    from .model import OFFICIAL_WIDTHS, SMALL_WIDTHS
+    from .train import Augment, ClassifierConfig, PretrainConfig
 
 DEFAULT_RUNS = Path("training/runs") if Path("training/crossl").is_dir() else Path("runs")
 
@@ -89,8 +93,18 @@ def _write_table(table: str, out: Path | None) -> None:
     print(table)
 
 
+def unpack_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m crossl unpack", description="extract the DSADS archive (tar.xz) into a folder outside the repo")
+    p.add_argument("--archive", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=data.DEFAULT_DATA_DIR)
+    a = p.parse_args(argv)
+    print(data.unpack(a.archive, a.out))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["unpack"]:
+        return unpack_main(argv[1:])
     command = "python -m crossl " + shlex.join(argv)
     parser = argparse.ArgumentParser(prog="python -m crossl", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -117,6 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", type=_subjects, default=_subjects("crossl_probe,crossl_finetune,supervised,random_probe"))
     p.add_argument("--expert-coverage", type=float, help="crossl_routed: pre-train the no-mag expert's starting point at this coverage (default: share the --coverage pre-training)")
     p.add_argument("--out", type=Path, required=True, help="results folder")
+
+    p = sub.add_parser("nested", help="nested LOSO: choose among --candidates on an inner validation subject, score the held-out subject once")
+    _common(p)
+    p.add_argument("--folds", type=_subjects, default=_subjects("p1,p2,p3,p4,p5,p6"), help="held-out subjects, one outer fold each")
+    p.add_argument("--candidates", type=_subjects, default=_subjects("crossl_finetune,crossl_routed"), help="methods (see evaluate) the inner split chooses among")
+    p.add_argument("--out", type=Path, required=True, help="results folder (nested_<subject>.json, nested.md)")
 
     p = sub.add_parser("report", help="tables and plots from the fold JSONs in a results folder")
     p.add_argument("--results", type=Path, required=True)
@@ -208,6 +228,15 @@ def main(argv: list[str] | None = None) -> None:
             a.run_dir / "loso", a.expert_coverage,
         )  # fmt: skip
         report.write(a.out, a.out, folds=folds)
+    elif a.cmd == "nested":
+        from . import nested
+
+        pre, clf, widths = _configs(a)
+        results = nested.run(
+            a.data, a.subjects, a.folds, a.candidates, a.out, pre, clf, widths, a.head_hidden, a.hop, a.seed,
+            a.cache_dir, command, a.run_dir / "nested", not a.no_centre_mag,
+        )  # fmt: skip
+        _write_table(nested.markdown(results), a.out / "nested.md")
     elif a.cmd == "report":
         from . import report
 

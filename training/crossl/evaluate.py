@@ -4,6 +4,7 @@ at several label fractions, under every pattern of missing body units and sensor
 from __future__ import annotations
 
 import itertools
+import zlib
 import json
 import time
 from dataclasses import asdict, replace
@@ -162,18 +163,29 @@ def run_fold(
     run_dir: Path,
     centre_mag: bool = True,
     expert_coverage: float | None = None,
+    pretrain_subjects: list[str] | None = None,
 ) -> dict:
+    """pretrain_subjects (default: every subject but the test subject) lets nested selection pre-train once
+    per outer fold on all its training subjects and reuse that for the inner validation runs: the seed and
+    checkpoint then depend only on the pre-training subjects, so both calls share one checkpoint."""
     train_subjects = [s for s in subjects if s != test_subject]
     x_tr, y_tr = ds.segments(train_subjects)
     x_te, y_te = ds.segments([test_subject])
-    mean, std = data.input_stats(x_tr, centre_mag)
     groups = modality_groups()
     fold_seed = seed + 1000 * subjects.index(test_subject)
+    ckpt = run_dir / f"pretrain_{test_subject}.pt"
+    if pretrain_subjects is None:
+        pretrain_subjects = train_subjects
+        mean, std = data.input_stats(x_tr, centre_mag)
+    else:
+        mean, std = data.input_stats(ds.segments(pretrain_subjects)[0], centre_mag)
+        fold_seed = seed + zlib.crc32(",".join(pretrain_subjects).encode()) % 100_000
+        ckpt = run_dir / f"pretrain_{'_'.join(pretrain_subjects)}.pt"
 
     needs_pretraining = any(METHODS[m][0] for m in methods)
     pretrained, history = _pretrained(
-        ds, test_subject, train_subjects, pre_cfg, widths, head_hidden, hop, fold_seed, mean, std, centre_mag,
-        run_dir / f"pretrain_{test_subject}.pt", needs_pretraining,
+        ds, test_subject, pretrain_subjects, pre_cfg, widths, head_hidden, hop, fold_seed, mean, std, centre_mag,
+        ckpt, needs_pretraining,
     )  # fmt: skip
     # The no-mag expert may start from its own pre-training (another coverage); same seed, so it equals a
     # plain run at that coverage and reuses its checkpoint when copied here.
@@ -191,15 +203,22 @@ def run_fold(
     timings: dict = {m: {} for m in methods}
     for frac in fractions:
         idx = data.stratified_subset(y_tr, frac, fold_seed + int(round(frac * 1000)))
+        # crossl_finetune and crossl_routed's general copy are the same training (same start, seeds and
+        # config): train it once per fraction when both are asked for.
+        trained: dict[tuple[bool, bool], tuple] = {}
         for method in methods:
             from_pretrained, frozen = METHODS[method]
-            seed_everything(fold_seed + 7)
-            model = fresh_copy(pretrained) if from_pretrained else build_model(mean, std, widths, head_hidden, centre_mag)
-            # a fresh network has nothing pre-trained to train more gently
-            cfg = clf_cfg if from_pretrained else replace(clf_cfg, pretrained_lr_scale=1.0)
-            info = train_classifier(
-                model, x_tr[idx], y_tr[idx], cfg, groups, fold_seed + 11, frozen, desc=f"{test_subject} {method} {frac:g}"
-            )
+            if (from_pretrained, frozen) in trained and from_pretrained and not frozen:
+                model, info = trained[(from_pretrained, frozen)]
+            else:
+                seed_everything(fold_seed + 7)
+                model = fresh_copy(pretrained) if from_pretrained else build_model(mean, std, widths, head_hidden, centre_mag)
+                # a fresh network has nothing pre-trained to train more gently
+                cfg = clf_cfg if from_pretrained else replace(clf_cfg, pretrained_lr_scale=1.0)
+                info = train_classifier(
+                    model, x_tr[idx], y_tr[idx], cfg, groups, fold_seed + 11, frozen, desc=f"{test_subject} {method} {frac:g}"
+                )
+                trained[(from_pretrained, frozen)] = (model, info)
             expert = None
             if method == "crossl_routed":
                 expert = fresh_copy(expert_base)

@@ -45,17 +45,21 @@ def export_onnx(model: CroSSL, modalities: list[str], path: Path, window_samples
     args = tuple(torch.randn(b, c, window_samples) for _ in modalities) + (torch.ones(b, len(modalities)),)
     names = input_names(modalities)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        ContractGraph(model),
+    # torch.export-based exporter (the TorchScript one is deprecated): every input shares one dynamic batch
+    # axis; the program is optimised (constant folding etc.) before it is written as a single file.
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(
+        ContractGraph(model).eval(),
         args,
-        str(path),
         input_names=names,
         output_names=OUTPUT_NAMES,
-        dynamic_axes={n: {0: "batch"} for n in names + OUTPUT_NAMES},
+        dynamic_shapes=(tuple({0: batch} for _ in names),),  # forward(*inputs): one varargs tuple
         opset_version=OPSET,
-        dynamo=False,
-        do_constant_folding=True,
+        dynamo=True,
+        optimize=True,
+        verbose=False,
     )
+    program.save(str(path), external_data=False)
 
 
 def sha256(path: Path) -> str:

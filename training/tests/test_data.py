@@ -2,6 +2,7 @@ import io
 import multiprocessing
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,27 @@ def test_unpack_extracts_the_data_tree_only(tmp_path):
 def test_unpack_rejects_an_archive_without_data(tmp_path):
     with pytest.raises(ValueError, match="no files under data/"):
         data.unpack(_tar_with(tmp_path, {"other/x.txt": b"x"}), tmp_path / "out")
+
+
+def test_unpack_command_runs_without_torch(tmp_path):
+    """`make data` / `make demo` unpack from the runtime-only venv: the command must not import torch (nor
+    anything of the training stack). A `torch` package that refuses to import stands in for its absence."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "blocker" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    archive = _tar_with(tmp_path, {"data/a01/p1/s01.txt": b"1,2,3\n"})
+    training = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{blocker.parent}:{training}"}
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "crossl", "unpack", "--archive", str(archive), "--out", str(out)],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (out / "data" / "a01" / "p1" / "s01.txt").read_bytes() == b"1,2,3\n"
+    # and the blocker really blocks: any other command fails on the missing torch
+    other = subprocess.run([sys.executable, "-m", "crossl", "report", "--results", str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert other.returncode != 0 and "torch is not installed here" in other.stderr

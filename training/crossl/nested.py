@@ -1,0 +1,144 @@
+"""Nested leave-one-subject-out: every choice is made on an inner validation subject drawn from the outer
+fold's training subjects; the held-out subject is scored once, with the recipe the inner split chose.
+
+Protocol (one fixed inner split per outer fold, not a full inner LOSO -- CPU budget):
+- outer fold t: the training subjects are every subject but t;
+- inner validation subject v: the training subject that follows t in the subject order (p1 -> p2, ...,
+  p6 -> p1), so each subject serves as validation exactly once;
+- pre-training (self-supervised, no labels) uses the unlabelled windows of all outer training subjects,
+  v included: no label of v and nothing of t reaches it;
+- each candidate recipe is fine-tuned on the labels of the training subjects but v and scored on v;
+- the candidate with the best selection score on v (mean of macro-F1 over: all modalities, worst single
+  unit missing, no magnetometers, mean over unit pairs) is fine-tuned on all training subjects' labels and
+  scored on t. That outer score is the estimate; the inner scores are selection-time numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from . import data
+from .evaluate import run_fold, units_in
+
+
+def inner_validation_subject(test_subject: str, subjects: list[str]) -> str:
+    """The training subject after `test_subject` in `subjects`' order (cyclic)."""
+    i = subjects.index(test_subject)
+    return subjects[(i + 1) % len(subjects)]
+
+
+def quality(scores: dict) -> dict:
+    """The four quality lines (+ acc only) from one method's per-scenario scores at one label fraction."""
+    f1 = {name: s["macro_f1"] for name, s in scores.items()}
+    one_missing = [s for s in f1 if units_in(s) == len(data.UNITS) - 1]
+    pairs = [s for s in f1 if units_in(s) == 2]
+    worst = min(one_missing, key=lambda s: f1[s])
+    return {
+        "all": f1["all"],
+        "worst_single_unit_missing": f1[worst],
+        "worst_single_unit_missing_scenario": worst,
+        "no_mag": f1["no_mag"],
+        "mean_over_unit_pairs": float(np.mean([f1[s] for s in pairs])),
+        "acc_only": f1["acc_only"],
+    }
+
+
+def selection_score(q: dict) -> float:
+    return float(np.mean([q["all"], q["worst_single_unit_missing"], q["no_mag"], q["mean_over_unit_pairs"]]))
+
+
+def run(
+    root: Path,
+    subjects: list[str],
+    folds: list[str],
+    candidates: list[str],
+    out_dir: Path,
+    pre_cfg,
+    clf_cfg,
+    widths: tuple[int, ...],
+    head_hidden: int,
+    hop: int,
+    seed: int,
+    cache_dir: Path | None,
+    command: str,
+    run_dir: Path,
+    centre_mag: bool = True,
+) -> list[dict]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = data.DSADS.load(root, subjects, cache_dir)
+    results = []
+    for t in folds:
+        path = out_dir / f"nested_{t}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+            print(f"[{t}] done already: {path}", flush=True)
+            continue
+        t0 = time.perf_counter()
+        train = [s for s in subjects if s != t]
+        assert t not in train, "the held-out subject must never reach pre-training or selection"
+        v = inner_validation_subject(t, subjects)
+        # run_fold pre-trains on the unlabelled windows of every subject it is given but its test subject; to
+        # pre-train on all of `train` (v included) we pass the checkpoint of the outer pre-training to both.
+        ckpt_dir = run_dir / f"nested_{t}"
+        # Outer first: its pre-training (on `train`) is then reused by the inner runs via the same checkpoint
+        # file and key; the outer head is only trained after the choice is made, below.
+        inner = run_fold(
+            ds, v, train, [1.0], candidates, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, ckpt_dir,
+            centre_mag, pretrain_subjects=train,
+        )  # fmt: skip
+        inner_q = {m: quality(inner["results"][m]["1"]) for m in candidates}
+        chosen = max(candidates, key=lambda m: selection_score(inner_q[m]))
+        print(f"[{t}] inner validation on {v}: " + ", ".join(f"{m} {selection_score(q):.4f}" for m, q in inner_q.items()) + f" -> {chosen}", flush=True)
+        outer = run_fold(
+            ds, t, subjects, [1.0], [chosen], pre_cfg, clf_cfg, widths, head_hidden, hop, seed, ckpt_dir,
+            centre_mag, pretrain_subjects=train,
+        )  # fmt: skip
+        result = {
+            "test_subject": t,
+            "inner_validation_subject": v,
+            "candidates": candidates,
+            "inner": {m: {"quality": inner_q[m], "selection_score": selection_score(inner_q[m])} for m in candidates},
+            "chosen": chosen,
+            "outer": quality(outer["results"][chosen]["1"]),
+            "outer_scenarios": outer["results"][chosen]["1"],
+            "settings": {
+                "command": command,
+                "pretrain": asdict(pre_cfg),
+                "classifier": asdict(clf_cfg),
+                "widths": list(widths),
+                "hop": hop,
+                "seed": seed,
+            },
+            "seconds": time.perf_counter() - t0,
+        }
+        path.write_text(json.dumps(result, indent=1, default=str))
+        print(f"[{t}] outer ({chosen}): " + json.dumps({k: v for k, v in result["outer"].items()}), flush=True)
+        results.append(result)
+    return results
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| held-out | inner validation | chosen | all | worst unit missing | no mag | unit pairs | acc only |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        q = r["outer"]
+        lines.append(
+            f"| {r['test_subject']} | {r['inner_validation_subject']} | {r['chosen']} | {q['all']:.3f} | "
+            f"{q['worst_single_unit_missing']:.3f} | {q['no_mag']:.3f} | {q['mean_over_unit_pairs']:.3f} | {q['acc_only']:.3f} |"
+        )
+    if results:
+        keys = ["all", "worst_single_unit_missing", "no_mag", "mean_over_unit_pairs", "acc_only"]
+        means = [np.mean([r["outer"][k] for r in results]) for k in keys]
+        lines.append(f"| mean ({len(results)} folds) | | | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    lines += ["", "Selection-time scores (inner validation subject, selection score = mean of the four lines):", ""]
+    for r in results:
+        lines.append(f"- {r['test_subject']} (validate on {r['inner_validation_subject']}): " + ", ".join(
+            f"{m} {r['inner'][m]['selection_score']:.3f}" for m in r["candidates"]) + f" -> {r['chosen']}")
+    return "\n".join(lines) + "\n"
