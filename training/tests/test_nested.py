@@ -1,0 +1,53 @@
+"""Nested selection: the inner validation subject is never the held-out one, and the quality lines are the
+card's (worst single unit missing, mean over unit pairs)."""
+
+import numpy as np
+
+from crossl import nested
+from crossl.evaluate import scenarios
+
+SUBJECTS = ["p1", "p2", "p3", "p4", "p5", "p6"]
+
+
+def test_inner_validation_subject_is_a_training_subject_and_each_serves_once():
+    inner = [nested.inner_validation_subject(t, SUBJECTS) for t in SUBJECTS]
+    assert all(v != t for v, t in zip(inner, SUBJECTS))
+    assert sorted(inner) == sorted(SUBJECTS)
+
+
+def _scores(f1_of):
+    return {name: {"macro_f1": f1_of(name), "accuracy": 0.0} for name in scenarios()}
+
+
+def test_quality_lines_and_selection_score():
+    # all = 0.9; four-unit subsets 0.8 except one at 0.7; pairs 0.6; no_mag 0.5; acc_only 0.4; others 0.1
+    def f1(name):
+        if name == "all":
+            return 0.9
+        if name == "no_mag":
+            return 0.5
+        if name == "acc_only":
+            return 0.4
+        units = name.count("+") + 1
+        if units == 4:
+            return 0.7 if name == "torso+right_arm+left_arm+right_leg" else 0.8
+        return 0.6 if units == 2 else 0.1
+
+    q = nested.quality(_scores(f1))
+    assert q["all"] == 0.9 and q["no_mag"] == 0.5 and q["acc_only"] == 0.4
+    assert q["worst_single_unit_missing"] == 0.7
+    assert q["worst_single_unit_missing_scenario"] == "torso+right_arm+left_arm+right_leg"
+    assert np.isclose(q["mean_over_unit_pairs"], 0.6)
+    assert np.isclose(nested.selection_score(q), (0.9 + 0.7 + 0.5 + 0.6) / 4)
+
+
+def test_markdown_reports_every_fold_and_the_mean():
+    q = {"all": 0.9, "worst_single_unit_missing": 0.8, "no_mag": 0.7, "mean_over_unit_pairs": 0.6, "acc_only": 0.5}
+    rows = [
+        {"test_subject": t, "inner_validation_subject": nested.inner_validation_subject(t, SUBJECTS), "chosen": "a",
+         "candidates": ["a", "b"], "outer": q, "inner": {"a": {"selection_score": 0.7}, "b": {"selection_score": 0.6}}}
+        for t in ("p1", "p2")
+    ]  # fmt: skip
+    md = nested.markdown(rows)
+    assert "| p1 | p2 | a | 0.900 |" in md and "| mean (2 folds) | | | 0.900 | 0.800 | 0.700 | 0.600 | 0.500 |" in md
+    assert "p2 (validate on p3): a 0.700, b 0.600 -> a" in md
