@@ -19,5 +19,8 @@ fn a_piped_log_has_no_ansi_escape_codes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(log.contains("INFO"), "expected an INFO line, got: {log}");
-    assert!(!log.contains('\u{1b}'), "ANSI escape in a piped log: {log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape in a piped log: {log:?}"
+    );
 }
