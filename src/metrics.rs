@@ -508,7 +508,9 @@ impl Metrics {
 /// A latency histogram since the service started: sample count, sum, and quantiles estimated from the
 /// buckets the way Prometheus' `histogram_quantile` does (linear within the bucket; a quantile in the
 /// open top bucket reads as the largest finite bound). Quantiles are `null` before the first sample.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct LatencySummary {
     pub count: u64,
     pub sum_seconds: f64,

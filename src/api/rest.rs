@@ -70,6 +70,9 @@ async fn metrics(State(core): State<Core>) -> Response {
         title = "crossl-serve",
         description = "Streaming human-activity recognition with CroSSL models"
     ),
+    modifiers(&BearerKey),
+    // Keys are optional: auth is off unless the server has API keys (`--api-key`).
+    security((), ("api_key" = [])),
     paths(
         healthz,
         readyz,
@@ -118,6 +121,22 @@ async fn metrics(State(core): State<Core>) -> Response {
     ))
 )]
 pub struct ApiDoc;
+
+/// The API-key scheme (`authorization: Bearer KEY`), so Swagger UI's "Authorize" can send a key.
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some(
+            "An API key from `--api-key KEY:scopes` (only when the server has keys; see docs/protocol.md)"
+                .into(),
+        );
+        components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
 
 /// `GET /openapi.json` as pretty JSON (what `openapi.json` in the repository holds).
 pub fn openapi_pretty() -> String {
@@ -260,6 +279,7 @@ async fn model(State(core): State<Core>) -> Json<ModelResponse> {
 
 /// Query of `GET /v1/devices`: server-side filtering and paging for large fleets.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DevicesQuery {
     /// Only device ids starting with this.
     pub prefix: Option<String>,
@@ -356,8 +376,8 @@ async fn devices(
     let end = query
         .limit
         .map_or(devices.len(), |limit| (start + limit).min(devices.len()));
-    let next_cursor = (end < devices.len() && end > start)
-        .then(|| devices[end - 1].device_id.clone());
+    let next_cursor =
+        (end < devices.len() && end > start).then(|| devices[end - 1].device_id.clone());
     let mut entries = Vec::with_capacity(end - start);
     for device in devices.drain(start..end) {
         let latest = if query.latest.unwrap_or(false) {
@@ -415,6 +435,7 @@ async fn latest_prediction(
 
 /// Query of `GET /v1/devices/{id}/predictions`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Most predictions returned (newest kept), default 50.
     pub limit: Option<usize>,
