@@ -363,13 +363,17 @@ function renderTimeline() {
     legend.textContent = 'no predictions in the history';
     return;
   }
-  const end = h[h.length - 1].window_end_unix_nanos;
-  const start = end - TIMELINE_MINUTES * 60e9;
+  // The last TIMELINE_MINUTES at most; a shorter history fills the width (at least 30 s).
+  const hop = h.length > 1 ? h[h.length - 1].window_end_unix_nanos - h[h.length - 2].window_end_unix_nanos : 1e9;
+  const end = h[h.length - 1].window_end_unix_nanos + Math.max(hop, 0);
+  const span = Math.min(TIMELINE_MINUTES * 60e9, Math.max(30e9, end - h[0].window_end_unix_nanos));
+  const start = end - span;
+  $('timeline-range').textContent = 'last ' + Math.round(span / 1e9) + ' s, ' + h.length + ' predictions';
   const x = (t) => ((t - start) / (end - start)) * width;
   const used = new Map();
   for (let i = 0; i < h.length; i++) {
     const p = h[i];
-    const next = i + 1 < h.length ? h[i + 1].window_end_unix_nanos : end + 1e9;
+    const next = i + 1 < h.length ? h[i + 1].window_end_unix_nanos : end;
     const x0 = Math.max(0, x(p.window_end_unix_nanos));
     const x1 = Math.min(width, Math.max(x0 + 1, x(next)));
     ctx.fillStyle = classColor(p.class_index);
@@ -399,7 +403,7 @@ function renderProbabilities() {
     const bar = el('span', 'bar');
     bar.style.width = Math.max(0.5, 100 * v).toFixed(1) + '%';
     bar.style.background = classColor(i);
-    const track = el('span');
+    const track = el('span', 'track');
     track.appendChild(bar);
     li.appendChild(track);
     li.appendChild(el('span', '', (100 * v).toFixed(1) + ' %'));
@@ -413,12 +417,15 @@ function ms(seconds) {
   return seconds === null || seconds === undefined ? '–' : (1000 * seconds).toFixed(seconds < 0.01 ? 2 : 1) + ' ms';
 }
 
+// Mean over the samples since the previous poll, else since start (labelled).
 function recentMean(now, before, pick) {
-  if (!before) return pick(now).mean_seconds;
   const a = pick(now);
-  const b = pick(before);
-  const n = a.count - b.count;
-  return n > 0 ? (a.sum_seconds - b.sum_seconds) / n : null;
+  if (before) {
+    const b = pick(before);
+    const n = a.count - b.count;
+    if (n > 0) return ms((a.sum_seconds - b.sum_seconds) / n) + ' (last ' + n + ')';
+  }
+  return a.mean_seconds === null ? '–' : ms(a.mean_seconds) + ' (since start)';
 }
 
 function sum(obj) {
@@ -443,15 +450,15 @@ async function loadStatus() {
     : '–';
   const rows = [
     ['phase', body.phase + (body.error ? ': ' + body.error : '')],
-    ['execution provider', ep + (body.sessions ? ' × ' + body.sessions + ' sessions' : '')],
+    ['execution provider', ep + (body.sessions ? ', ' + body.sessions + (body.sessions === 1 ? ' session' : ' sessions') : '')],
     ['model', body.model + ' ' + body.model_version],
     ['store', body.store],
     ['devices', body.active_devices + ' / ' + body.max_devices],
     ['open streams', String(body.open_streams)],
     ['predictions', body.predictions_total + ' (' + rate + ')'],
-    ['queue wait (recent)', ms(recentMean(body, before, (s) => s.latency.queue_wait))],
-    ['compute (recent)', ms(recentMean(body, before, (s) => s.latency.inference))],
-    ['end-to-end (recent)', ms(recentMean(body, before, (s) => s.latency.end_to_end_stream))],
+    ['queue wait', recentMean(body, before, (s) => s.latency.queue_wait)],
+    ['compute', recentMean(body, before, (s) => s.latency.inference)],
+    ['end-to-end', recentMean(body, before, (s) => s.latency.end_to_end_stream)],
     ['end-to-end p50 / p99', ms(L.end_to_end_stream.p50_seconds) + ' / ' + ms(L.end_to_end_stream.p99_seconds)],
     ['one-shot p50 / p99', ms(L.end_to_end_predict.p50_seconds) + ' / ' + ms(L.end_to_end_predict.p99_seconds)],
     ['queue', (body.queue_depth.streaming || 0) + ' / ' + body.queue_capacity],
