@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import launch_server
 from websockets.sync.client import connect
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,9 +42,10 @@ def golden_cases() -> list[dict]:
     return json.loads((REPO / "models" / "crossl-dsads" / "golden.json").read_text())["cases"]
 
 
-def stream_case(http: str, manifest: dict, case: dict, t0: int, seconds: int) -> None:
+def stream_case(http: str, manifest: dict, case: dict, t0: int, seconds: int, key: str | None = None, device: str = DEVICE) -> None:
     """`seconds` of one golden window (repeated) as JSON chunks, one per modality and second."""
-    with connect(f"ws://{http}/v1/ws/devices/{DEVICE}", max_size=None) as ws:
+    query = f"?access_token={key}" if key else ""
+    with connect(f"ws://{http}/v1/ws/devices/{device}{query}", max_size=None) as ws:
         welcome = json.loads(ws.recv(timeout=10))
         assert welcome["type"] == "welcome", welcome
         for k in range(seconds):
@@ -145,12 +147,16 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-ROW = f'document.querySelector(\'#fleet .row[data-device-id="{DEVICE}"]\')'
+def row_of(device: str) -> str:
+    return f'document.querySelector(\'#fleet .row[data-device-id="{device}"]\')'
 
 
-def row_state(page: Page):
+ROW = row_of(DEVICE)
+
+
+def row_state(page: Page, device: str = DEVICE):
     return page.eval(
-        f"(() => {{ const r = {ROW}; if (!r) return null;"
+        f"(() => {{ const r = {row_of(device)}; if (!r) return null;"
         " return {label: r.querySelector('.label').textContent, updates: Number(r.dataset.updates),"
         " windowEnd: r.dataset.windowEnd || null,"
         " cells: Array.from(r.querySelectorAll('.cell')).map(c => c.dataset.state)}; })()"
@@ -239,6 +245,17 @@ def test_status_page_shows_a_streaming_device_and_follows_its_activity(server, b
     SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
     assert SCREENSHOT.stat().st_size > 10_000
 
+    # Personalised predictions (a prediction with `personalized` and `general`, not produced by this
+    # server's model): the feed handler shows a badge and the general label. Fed to the page's own handler.
+    personal = dict(latest_b, window_end_unix_nanos=latest_b["window_end_unix_nanos"] + SECOND, personalized=True, general={"label": label_a})
+    page.eval(f"onPrediction({json.dumps(personal)})")
+    wait_until("the personal badge", lambda: page.eval(f"{ROW}.querySelector('.badge') !== null"))
+    assert page.eval(f"{ROW}.querySelector('.badge').textContent") == "personal"
+    assert page.eval(f"{ROW}.querySelector('.general').textContent") == f"general: {label_a}"
+    plain = dict(latest_b, window_end_unix_nanos=latest_b["window_end_unix_nanos"] + 2 * SECOND)
+    page.eval(f"onPrediction({json.dumps(plain)})")
+    wait_until("the badge to go", lambda: page.eval(f"{ROW}.querySelector('.badge') === null"))
+
 
 FLEET = 2400
 FLEET_PREFIX = "zz-fleet-"  # sorts after the other tests' devices
@@ -296,3 +313,33 @@ def test_status_page_lists_thousands_of_devices_virtualised_and_filters_on_the_s
     assert page.eval(
         "performance.getEntriesByType('resource').some(e => e.name.includes('prefix=zz-fleet-01'))"
     ), "the filter was not sent to the server"
+
+
+def test_status_page_with_api_keys_reads_with_the_key_typed_in(browser):
+    """Auth on: the page loads without a key but its data needs one; the key typed in is kept in
+    localStorage and used for the REST calls (Bearer) and the live feed (`?access_token=`)."""
+    with launch_server("--api-key", "reader:read", "--api-key", "feeder:ingest") as srv:
+        page = browser
+        page.open(f"http://{srv.http}/")
+        banner = wait_until("the auth banner", lambda: page.eval("document.getElementById('banner').hidden ? null : document.getElementById('banner').textContent"))
+        assert "401" in banner, banner
+        assert page.eval("document.querySelectorAll('#fleet .row').length") == 0
+
+        page.eval("document.getElementById('api-key').value = 'reader'; document.getElementById('key-form').requestSubmit()")
+        wait_until("the live feed with the key", lambda: page.eval("document.getElementById('feed-state').textContent") == "feed: live")
+        wait_until("the banner to clear", lambda: page.eval("document.getElementById('banner').hidden"))
+        assert page.eval("localStorage.getItem('crossl.apiKey')") == "reader"
+
+        # Data streamed now reaches the page over the authenticated feed.
+        request = urllib.request.Request(f"http://{srv.http}/v1/model", headers={"authorization": "Bearer reader"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            manifest = json.load(r)["manifest"]
+        case = next(c for c in golden_cases() if c["label"] == "sitting")
+        t0 = (time.time_ns() // SECOND - 30) * SECOND
+        stream_case(srv.http, manifest, case, t0, 12, key="feeder", device="keyed-1")
+        state = wait_until("the keyed device from the feed", lambda: (s := row_state(page, "keyed-1")) and s["updates"] > 0 and s)
+        assert state["label"] in manifest["classes"]
+        # A reload keeps the key.
+        page.open(f"http://{srv.http}/")
+        wait_until("the device after a reload", lambda: row_state(page, "keyed-1"))
+        assert page.eval("document.getElementById('api-key').value") == "reader"
