@@ -343,3 +343,15 @@ def test_status_page_with_api_keys_reads_with_the_key_typed_in(browser):
         page.open(f"http://{srv.http}/")
         wait_until("the device after a reload", lambda: row_state(page, "keyed-1"))
         assert page.eval("document.getElementById('api-key').value") == "reader"
+
+
+def test_swagger_ui_renders_the_openapi_document(server, browser):
+    """/docs in a browser: the embedded Swagger UI loads /openapi.json and lists every operation."""
+    spec = get_json(f"http://{server.http}/openapi.json")
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    page = browser
+    page.open(f"http://{server.http}/docs/")
+    wait_until("every operation", lambda: page.eval("document.querySelectorAll('.opblock').length") == operations)
+    paths = page.eval("Array.from(document.querySelectorAll('.opblock-summary-path')).map(e => e.textContent.replace(/\\u200b/g, ''))")
+    assert "/v1/status" in paths and "/v1/devices" in paths, paths
+    assert page.eval("document.querySelector('.btn.authorize') !== null"), "no Authorize button for API keys"

@@ -23,6 +23,7 @@ const state = {
   ws: null,
   wsRetryMs: 1000,
   renderQueued: false,
+  listGeneration: 0, // a newer listing (another prefix) makes older ones moot
 };
 
 const $ = (id) => document.getElementById(id);
@@ -156,6 +157,7 @@ function arrivalOfListed(info, latest) {
 }
 
 async function loadDevices() {
+  const generation = ++state.listGeneration;
   const seen = new Map();
   let cursor = null;
   let total = 0;
@@ -164,6 +166,7 @@ async function loadDevices() {
     if (state.prefix) q.set('prefix', state.prefix);
     if (cursor) q.set('cursor', cursor);
     const body = await api('/v1/devices?' + q);
+    if (generation !== state.listGeneration) return;
     total = body.total;
     for (const info of body.devices) {
       const old = state.devices.get(info.device_id);
