@@ -31,7 +31,17 @@ ensure_redis_server() {
   fi
   scripts/redis-server-bin.sh >/dev/null
 }
+# Headless Chromium for the status-page browser test (tests/interop/test_status_page.py): Debian's package
+# (needs root and apt-get); elsewhere install a chromium yourself or point CROSSL_CHROMIUM at one.
+ensure_chromium() {
+  if [ -n "${CROSSL_CHROMIUM:-}" ] || command -v chromium >/dev/null; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: apt-get install chromium" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  command -v chromium >/dev/null || echo "setup: no chromium: the status-page browser test will fail" >&2
+}
 case "$what" in
-  dev) install requirements/dev.txt; ensure_redis_server ;;
+  dev) install requirements/dev.txt; ensure_redis_server; ensure_chromium ;;
   bench) install requirements/bench.txt ;;
 esac

@@ -505,9 +505,122 @@ impl Metrics {
     }
 }
 
+/// A latency histogram since the service started: sample count, sum, and quantiles estimated from the
+/// buckets the way Prometheus' `histogram_quantile` does (linear within the bucket; a quantile in the
+/// open top bucket reads as the largest finite bound). Quantiles are `null` before the first sample.
+#[derive(
+    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub mean_seconds: Option<f64>,
+    pub p50_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+}
+
+impl LatencySummary {
+    pub fn of(histogram: &Histogram) -> Self {
+        use prometheus::core::Metric;
+        let proto = histogram.metric();
+        let h = proto.get_histogram();
+        let buckets: Vec<(f64, u64)> = h
+            .get_bucket()
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect();
+        Self::from_buckets(h.get_sample_count(), h.get_sample_sum(), &buckets)
+    }
+
+    /// From cumulative `(upper bound, count)` buckets in ascending order (without the `+Inf` one).
+    pub fn from_buckets(count: u64, sum_seconds: f64, buckets: &[(f64, u64)]) -> Self {
+        let quantile = |q: f64| -> Option<f64> {
+            if count == 0 {
+                return None;
+            }
+            let rank = q * count as f64;
+            let mut lower = (0.0, 0u64);
+            for &(bound, cumulative) in buckets {
+                if cumulative as f64 >= rank {
+                    let in_bucket = (cumulative - lower.1) as f64;
+                    let fraction = if in_bucket > 0.0 {
+                        (rank - lower.1 as f64) / in_bucket
+                    } else {
+                        1.0
+                    };
+                    return Some(lower.0 + (bound - lower.0) * fraction.clamp(0.0, 1.0));
+                }
+                lower = (bound, cumulative);
+            }
+            buckets.last().map(|&(bound, _)| bound)
+        };
+        Self {
+            count,
+            sum_seconds,
+            mean_seconds: (count > 0).then(|| sum_seconds / count as f64),
+            p50_seconds: quantile(0.5),
+            p90_seconds: quantile(0.9),
+            p99_seconds: quantile(0.99),
+        }
+    }
+}
+
+/// A one-label counter family as label value → count (every series that exists, zeros included).
+pub fn counts_by_label(family: &IntCounterVec) -> std::collections::BTreeMap<String, u64> {
+    use prometheus::core::Collector;
+    family
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric().iter())
+        .filter_map(|m| {
+            let label = m.get_label().first()?.value().to_string();
+            Some((label, m.get_counter().get_value() as u64))
+        })
+        .fold(std::collections::BTreeMap::new(), |mut acc, (k, v)| {
+            *acc.entry(k).or_insert(0) += v;
+            acc
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_summary_interpolates_like_histogram_quantile() {
+        let empty = LatencySummary::from_buckets(0, 0.0, &[(0.1, 0), (1.0, 0)]);
+        assert_eq!(empty.p50_seconds, None);
+        assert_eq!(empty.mean_seconds, None);
+        // 10 samples: 4 in (0, 0.1], 6 in (0.1, 1.0].
+        let s = LatencySummary::from_buckets(10, 3.0, &[(0.1, 4), (1.0, 10)]);
+        assert_eq!(s.mean_seconds, Some(0.3));
+        // rank 5 is the 1st of 6 in the second bucket: 0.1 + 0.9 / 6.
+        assert!((s.p50_seconds.unwrap() - 0.25).abs() < 1e-9, "{s:?}");
+        assert!((s.p99_seconds.unwrap() - (0.1 + 0.9 * 5.9 / 6.0)).abs() < 1e-9);
+        // Past the last finite bucket (the +Inf one): the largest finite bound.
+        let over = LatencySummary::from_buckets(2, 40.0, &[(0.1, 0), (10.0, 0)]);
+        assert_eq!(over.p50_seconds, Some(10.0));
+        let h = Histogram::with_opts(HistogramOpts::new("h", "h").buckets(vec![0.01, 0.1]))
+            .expect("histogram");
+        for v in [0.005, 0.05, 0.05, 0.05] {
+            h.observe(v);
+        }
+        let s = LatencySummary::of(&h);
+        assert_eq!(s.count, 4);
+        assert!((s.sum_seconds - 0.155).abs() < 1e-9);
+        assert!(s.p50_seconds.unwrap() > 0.01 && s.p50_seconds.unwrap() <= 0.1);
+    }
+
+    #[test]
+    fn counts_by_label_sums_each_series() {
+        let m = Metrics::new(3, 32);
+        m.preregister(&["acc"]);
+        m.windows_shed.with_label_values(&["queue_full"]).inc_by(3);
+        let shed = counts_by_label(&m.windows_shed);
+        assert_eq!(shed.get("queue_full"), Some(&3));
+        assert_eq!(shed.get("deadline"), Some(&0));
+    }
 
     #[test]
     fn renders_all_families_without_device_labels() {

@@ -392,7 +392,13 @@ async fn model_endpoint_readiness_and_metrics_families() {
     let (status, live) = server.get("/healthz").await;
     assert_eq!((status, live["status"].as_str()), (200, Some("live")));
     let (status, devices) = server.get("/v1/devices").await;
-    assert_eq!((status, &devices), (200, &json!({"devices": []})));
+    assert_eq!(
+        (status, &devices),
+        (
+            200,
+            &json!({"devices": [], "total": 0, "next_cursor": null})
+        )
+    );
     let (status, _) = server.get("/openapi.json").await;
     assert_eq!(status, 200);
 

@@ -332,12 +332,14 @@ fn query_access_token(query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The scope an HTTP route needs; `None` = open (health, readiness, OpenAPI).
+/// The scope an HTTP route needs; `None` = open (health, readiness, OpenAPI, status page, Swagger UI).
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     let open = matches!(
         path,
         "/healthz" | "/readyz" | "/openapi.json" | "/v2/health/live" | "/v2/health/ready" | "/v2"
-    ) || (path.starts_with("/v2/models/") && path.ends_with("/ready"));
+    ) || (path.starts_with("/v2/models/") && path.ends_with("/ready"))
+        // The status page, its assets and Swagger UI hold no data (they call the API with a key).
+        || super::status::is_open_page(path);
     if open {
         return None;
     }
@@ -680,6 +682,10 @@ mod tests {
             Some(Scope::Read)
         );
         assert_eq!(required_scope(&get, "/v1/model"), Some(Scope::Read));
+        assert_eq!(required_scope(&get, "/v1/status"), Some(Scope::Read));
+        assert_eq!(required_scope(&get, "/"), None);
+        assert_eq!(required_scope(&get, "/ui/app.js"), None);
+        assert_eq!(required_scope(&get, "/docs/"), None);
         // Anything unlisted needs a key too (safe default).
         assert_eq!(required_scope(&get, "/v1/unknown"), Some(Scope::Read));
     }

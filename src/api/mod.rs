@@ -1,4 +1,5 @@
-//! Transport adapters over the core: REST (+ KServe v2, health, OpenAPI), WebSocket and gRPC.
+//! Transport adapters over the core: REST (+ KServe v2, health, OpenAPI), WebSocket and gRPC; the status
+//! page and Swagger UI for people (`status`).
 
 pub mod auth;
 pub mod body;
@@ -8,6 +9,7 @@ pub mod http_error;
 pub mod kserve;
 pub mod listeners;
 pub mod rest;
+pub mod status;
 pub mod tls;
 pub mod ws;
 
@@ -25,6 +27,7 @@ pub fn http_app(core: Core) -> axum::Router {
     rest::router(core.clone())
         .merge(kserve::router(core.clone()))
         .merge(ws::router(core.clone()))
+        .merge(status::router(core.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -70,6 +70,9 @@ async fn metrics(State(core): State<Core>) -> Response {
         title = "crossl-serve",
         description = "Streaming human-activity recognition with CroSSL models"
     ),
+    modifiers(&BearerKey),
+    // Keys are optional: auth is off unless the server has API keys (`--api-key`).
+    security((), ("api_key" = [])),
     paths(
         healthz,
         readyz,
@@ -79,6 +82,7 @@ async fn metrics(State(core): State<Core>) -> Response {
         latest_prediction,
         prediction_history,
         predict,
+        super::status::status,
         embed,
         super::kserve::live,
         super::kserve::ready,
@@ -106,12 +110,33 @@ async fn metrics(State(core): State<Core>) -> Response {
         BatchingInfo,
         WindowingInfo,
         DevicesResponse,
+        DeviceEntry,
+        LatestSummary,
+        super::status::StatusResponse,
+        super::status::StatusLatency,
+        crate::metrics::LatencySummary,
         HistoryResponse,
         Liveness,
         Readiness
     ))
 )]
 pub struct ApiDoc;
+
+/// The API-key scheme (`authorization: Bearer KEY`), so Swagger UI's "Authorize" can send a key.
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some(
+            "An API key from `--api-key KEY:scopes` (only when the server has keys; see docs/protocol.md)"
+                .into(),
+        );
+        components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
 
 /// `GET /openapi.json` as pretty JSON (what `openapi.json` in the repository holds).
 pub fn openapi_pretty() -> String {
@@ -252,28 +277,126 @@ async fn model(State(core): State<Core>) -> Json<ModelResponse> {
     })
 }
 
+/// Query of `GET /v1/devices`: server-side filtering and paging for large fleets.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DevicesQuery {
+    /// Only device ids starting with this.
+    pub prefix: Option<String>,
+    /// Most devices returned (1 ‥ 10000); without it every matching device.
+    pub limit: Option<usize>,
+    /// Only device ids after this one (the `next_cursor` of the previous page); ids are in byte order.
+    pub cursor: Option<String>,
+    /// With `true`, each entry carries a `latest` summary of the device's newest prediction.
+    pub latest: Option<bool>,
+}
+
+/// Most devices one page of `GET /v1/devices` may ask for.
+pub const MAX_DEVICES_PAGE: usize = 10_000;
+
+/// The newest prediction of a device, in brief (`GET /v1/devices?latest=true`).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LatestSummary {
+    pub label: String,
+    pub class_index: usize,
+    /// Probability of `label`.
+    pub confidence: f32,
+    /// End of the window (device clock), unix nanoseconds.
+    pub window_end_unix_nanos: i64,
+    /// Modalities that had enough coverage in that window, in manifest order.
+    pub present_modalities: Vec<String>,
+}
+
+impl LatestSummary {
+    fn of(p: &Prediction) -> Self {
+        Self {
+            label: p.label.clone(),
+            class_index: p.class_index,
+            confidence: p.probabilities.get(p.class_index).copied().unwrap_or(0.0),
+            window_end_unix_nanos: p.window_end_unix_nanos,
+            present_modalities: p.present_modalities.clone(),
+        }
+    }
+}
+
+/// One entry of `GET /v1/devices`: the device, and with `?latest=true` its newest prediction.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceEntry {
+    #[serde(flatten)]
+    pub device: DeviceInfo,
+    /// Only with `?latest=true`; null when the device has no prediction yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest: Option<Option<LatestSummary>>,
+}
+
 /// `GET /v1/devices`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DevicesResponse {
-    pub devices: Vec<DeviceInfo>,
+    /// In device-id order.
+    pub devices: Vec<DeviceEntry>,
+    /// Devices matching `prefix` (and the API key), over every page.
+    pub total: usize,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
 }
 
-/// Devices with window state: last seen, modalities heard from and whether each is stale.
+/// Devices with window state: last seen, modalities heard from and whether each is stale. In device-id
+/// order; `prefix`, `cursor` and `limit` filter and page on the server (fleets of thousands).
 #[utoipa::path(
     get, path = "/v1/devices",
-    responses((status = 200, body = DevicesResponse), (status = 503, body = ErrorBody))
+    params(DevicesQuery),
+    responses((status = 200, body = DevicesResponse), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 async fn devices(
     State(core): State<Core>,
     grant: Option<axum::extract::Extension<crate::api::auth::Grant>>,
+    AppQuery(query): AppQuery<DevicesQuery>,
 ) -> Result<Json<DevicesResponse>, Error> {
+    if let Some(limit) = query.limit
+        && !(1..=MAX_DEVICES_PAGE).contains(&limit)
+    {
+        return Err(Error::invalid(
+            "bad_query",
+            format!("limit must be between 1 and {MAX_DEVICES_PAGE}"),
+        ));
+    }
     // Every replica's devices with a shared store (503 while it is unreachable), else this replica's.
     let mut devices = core.state.devices().await?;
+    let prefix = query.prefix.as_deref().unwrap_or_default();
     // A key bound to a device glob sees only its own devices (auth middleware; none = auth off).
-    if let Some(axum::extract::Extension(grant)) = grant {
-        devices.retain(|d| grant.allows(&d.device_id));
+    let grant = grant.map(|axum::extract::Extension(g)| g);
+    devices.retain(|d| {
+        d.device_id.starts_with(prefix) && grant.as_ref().is_none_or(|g| g.allows(&d.device_id))
+    });
+    devices.sort_unstable_by(|a, b| a.device_id.cmp(&b.device_id));
+    let total = devices.len();
+    let start = query.cursor.as_deref().map_or(0, |cursor| {
+        devices.partition_point(|d| d.device_id.as_str() <= cursor)
+    });
+    let end = query
+        .limit
+        .map_or(devices.len(), |limit| (start + limit).min(devices.len()));
+    let next_cursor =
+        (end < devices.len() && end > start).then(|| devices[end - 1].device_id.clone());
+    let mut entries = Vec::with_capacity(end - start);
+    for device in devices.drain(start..end) {
+        let latest = if query.latest.unwrap_or(false) {
+            Some(
+                core.state
+                    .latest(&device.device_id)
+                    .await?
+                    .map(|p| LatestSummary::of(&p)),
+            )
+        } else {
+            None
+        };
+        entries.push(DeviceEntry { device, latest });
     }
-    Ok(Json(DevicesResponse { devices }))
+    Ok(Json(DevicesResponse {
+        devices: entries,
+        total,
+        next_cursor,
+    }))
 }
 
 /// One device.
@@ -312,6 +435,7 @@ async fn latest_prediction(
 
 /// Query of `GET /v1/devices/{id}/predictions`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Most predictions returned (newest kept), default 50.
     pub limit: Option<usize>,

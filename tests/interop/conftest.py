@@ -7,6 +7,7 @@ Run from the repository root:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,6 +44,13 @@ def _serve_binary() -> Path:
 
 @pytest.fixture(scope="session")
 def server():
+    with launch_server() as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def launch_server(*extra_args: str):
+    """A `crossl-serve serve` process on free ports, ready; `extra_args` are appended to its flags."""
     env = dict(os.environ, CROSSL_LOG_JSON="true", RUST_LOG="info,ort=warn")
     process = subprocess.Popen(
         [
@@ -62,6 +70,7 @@ def server():
             # They expect window ends on whole seconds.
             "--window-phase",
             "aligned",
+            *extra_args,
         ],
         cwd=REPO,
         env=env,
