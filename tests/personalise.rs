@@ -173,7 +173,11 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
         general_of(t0 + 12 * SECOND, t0 + 24 * SECOND),
     );
     assert!(!general_a.is_empty() && !general_b.is_empty());
-    assert!(before.iter().all(|p| p["personalized"] == false && p.get("general").is_none()));
+    assert!(
+        before
+            .iter()
+            .all(|p| p["personalized"] == false && p.get("general").is_none())
+    );
     // Two classes the general model gave neither signal: the personal answers can only come from labels.
     let mut unused = classes
         .iter()
@@ -185,14 +189,36 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
 
     // Errors first: nothing is stored by them.
     let (status, body) = label(&server, "flying", t0, t0 + 12 * SECOND).await;
-    assert_eq!((status, &body["kind"]), (400, &json!("invalid_input")), "{body}");
-    assert!(body["error"].as_str().expect("message").contains("unknown label"), "{body}");
+    assert_eq!(
+        (status, &body["kind"]),
+        (400, &json!("invalid_input")),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("unknown label"),
+        "{body}"
+    );
     let (status, body) = label(&server, &x, t0 - 600 * SECOND, t0 - 500 * SECOND).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().expect("message").contains("outside the stored history"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("outside the stored history"),
+        "{body}"
+    );
     let (status, body) = label(&server, &x, t0 + 5 * SECOND, t0 + 8 * SECOND).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().expect("message").contains("wholly inside"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("wholly inside"),
+        "{body}"
+    );
     let (status, body) = label(&server, &x, t0 + 8 * SECOND, t0 + 5 * SECOND).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = request(
@@ -203,7 +229,11 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
         Some(json!({"label": x, "start_unix_nanos": t0, "end_unix_nanos": t0 + SECOND})),
     )
     .await;
-    assert_eq!((status, &body["kind"]), (404, &json!("not_found")), "{body}");
+    assert_eq!(
+        (status, &body["kind"]),
+        (404, &json!("not_found")),
+        "{body}"
+    );
 
     // Label a stretch of each signal.
     let (status, body) = label(&server, &x, t0, t0 + 12 * SECOND).await;
@@ -216,11 +246,26 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
         .as_array()
         .expect("classes")
         .iter()
-        .map(|c| (c["label"].as_str().expect("label").to_string(), c["windows"].as_u64().expect("n")))
+        .map(|c| {
+            (
+                c["label"].as_str().expect("label").to_string(),
+                c["windows"].as_u64().expect("n"),
+            )
+        })
         .collect();
     assert_eq!(per_class.len(), 2, "{body}");
-    assert!(per_class.iter().all(|(_, n)| *n == 8), "8 whole windows per 12 s span: {body}");
-    let (status, got) = request(&server, reqwest::Method::GET, &format!("/v1/devices/{DEVICE}/labels"), None, None).await;
+    assert!(
+        per_class.iter().all(|(_, n)| *n == 8),
+        "8 whole windows per 12 s span: {body}"
+    );
+    let (status, got) = request(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v1/devices/{DEVICE}/labels"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!((status, &got["spans"]), (200, &body["spans"]), "{got}");
     assert_eq!(server.metric("crossl_personal_heads", &[]).await, 1.0);
 
@@ -234,9 +279,12 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
         .await
         .expect("Watch opens")
         .into_inner();
-    let mut feed = ws_connect(&server.ws_url(&format!("/v1/ws/predictions?device={DEVICE}")), None)
-        .await
-        .expect("feed socket");
+    let mut feed = ws_connect(
+        &server.ws_url(&format!("/v1/ws/predictions?device={DEVICE}")),
+        None,
+    )
+    .await
+    .expect("feed socket");
     drop(device);
     let mut device = Device::open(&server).await;
     device.send(&core, t0, 24..34, false).await;
@@ -253,23 +301,37 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
             return;
         }
         let general = general.expect("general answer kept");
-        assert!(general != x && general != y, "general {general} is the model's own");
+        assert!(
+            general != x && general != y,
+            "general {general} is the model's own"
+        );
     };
     let mut checked = 0;
     for p in &streamed {
         let general = p.general.as_ref();
-        check(p.window_end_unix_nanos, p.personalized, &p.label, general.map(|g| g.label.as_str()));
+        check(
+            p.window_end_unix_nanos,
+            p.personalized,
+            &p.label,
+            general.map(|g| g.label.as_str()),
+        );
         if let Some(g) = general {
             assert_eq!(g.probabilities.len(), classes.len());
             assert_eq!(classes[g.class_index as usize], g.label);
             checked += 1;
         }
     }
-    assert!(checked >= 12, "{checked} personalised predictions on the device stream");
+    assert!(
+        checked >= 12,
+        "{checked} personalised predictions on the device stream"
+    );
     // REST history and latest.
     let after = history(&server).await;
     let mut rest_checked = 0;
-    for p in after.iter().filter(|p| p["window_end_unix_nanos"].as_i64() > Some(t0 + 24 * SECOND)) {
+    for p in after
+        .iter()
+        .filter(|p| p["window_end_unix_nanos"].as_i64() > Some(t0 + 24 * SECOND))
+    {
         check(
             p["window_end_unix_nanos"].as_i64().expect("end"),
             p["personalized"] == true,
@@ -279,33 +341,77 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
         rest_checked += usize::from(p["personalized"] == true);
     }
     assert!(rest_checked >= 12, "{rest_checked}");
-    let (status, latest) = request(&server, reqwest::Method::GET, &format!("/v1/devices/{DEVICE}/prediction"), None, None).await;
-    assert_eq!((status, &latest["personalized"]), (200, &json!(true)), "{latest}");
-    assert_eq!(latest["general"]["probabilities"].as_array().map(Vec::len), Some(classes.len()));
+    let (status, latest) = request(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v1/devices/{DEVICE}/prediction"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &latest["personalized"]),
+        (200, &json!(true)),
+        "{latest}"
+    );
+    assert_eq!(
+        latest["general"]["probabilities"].as_array().map(Vec::len),
+        Some(classes.len())
+    );
     // gRPC Latest and Watch, and the WebSocket feed.
     let latest = server
         .predictions()
         .await
-        .latest(proto::LatestRequest { device_id: DEVICE.into() })
+        .latest(proto::LatestRequest {
+            device_id: DEVICE.into(),
+        })
         .await
         .expect("Latest")
         .into_inner();
-    assert!(latest.personalized && latest.general.is_some(), "{latest:?}");
+    assert!(
+        latest.personalized && latest.general.is_some(),
+        "{latest:?}"
+    );
     let watched = tokio::time::timeout(Duration::from_secs(60), watch.message())
         .await
         .expect("Watch within 60 s")
         .expect("Watch healthy")
         .expect("Watch open");
-    assert!(watched.personalized && watched.general.is_some(), "{watched:?}");
+    assert!(
+        watched.personalized && watched.general.is_some(),
+        "{watched:?}"
+    );
     let frame = ws_next_json(&mut feed).await.expect("feed frame");
-    assert_eq!((&frame["type"], &frame["personalized"]), (&json!("prediction"), &json!(true)), "{frame}");
+    assert_eq!(
+        (&frame["type"], &frame["personalized"]),
+        (&json!("prediction"), &json!(true)),
+        "{frame}"
+    );
     assert!(frame["general"]["label"].is_string(), "{frame}");
 
     // DELETE: the next windows are the general model's again.
-    let (status, body) = request(&server, reqwest::Method::DELETE, &format!("/v1/devices/{DEVICE}/labels"), None, None).await;
+    let (status, body) = request(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/v1/devices/{DEVICE}/labels"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!((status, &body["deleted"]), (200, &json!(true)), "{body}");
-    let (status, body) = request(&server, reqwest::Method::GET, &format!("/v1/devices/{DEVICE}/labels"), None, None).await;
-    assert_eq!((status, &body["personalized"], &body["spans"]), (200, &json!(false), &json!([])), "{body}");
+    let (status, body) = request(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v1/devices/{DEVICE}/labels"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["personalized"], &body["spans"]),
+        (200, &json!(false), &json!([])),
+        "{body}"
+    );
     assert_eq!(server.metric("crossl_personal_heads", &[]).await, 0.0);
     device.send(&core, t0, 44..52, false).await;
     let later = device.until(t0 + 50 * SECOND).await;
@@ -321,11 +427,46 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
 
     // Counted by outcome; personalised predictions counted.
     let text = server.metrics_text().await;
-    assert_eq!(metric_value(&text, "crossl_label_requests_total", &[("outcome", "added")]), 2.0);
-    assert_eq!(metric_value(&text, "crossl_label_requests_total", &[("outcome", "unknown_label")]), 1.0);
-    assert_eq!(metric_value(&text, "crossl_label_requests_total", &[("outcome", "outside_history")]), 1.0);
-    assert_eq!(metric_value(&text, "crossl_label_requests_total", &[("outcome", "no_windows_in_span")]), 1.0);
-    assert_eq!(metric_value(&text, "crossl_label_requests_total", &[("outcome", "deleted")]), 1.0);
+    assert_eq!(
+        metric_value(
+            &text,
+            "crossl_label_requests_total",
+            &[("outcome", "added")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "crossl_label_requests_total",
+            &[("outcome", "unknown_label")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "crossl_label_requests_total",
+            &[("outcome", "outside_history")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "crossl_label_requests_total",
+            &[("outcome", "no_windows_in_span")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "crossl_label_requests_total",
+            &[("outcome", "deleted")]
+        ),
+        1.0
+    );
     assert!(metric_value(&text, "crossl_personalized_predictions_total", &[]) >= 12.0);
     assert!(metric_value(&text, "crossl_head_fit_seconds_count", &[]) >= 2.0);
     drop(device);
@@ -345,26 +486,76 @@ async fn label_routes_follow_api_key_scopes_and_device_globs() {
     let body = json!({"label": "sitting", "start_unix_nanos": 0, "end_unix_nanos": SECOND});
     let path = format!("/v1/devices/{DEVICE}/labels");
     // Another device's key: refused before the handler, for every method.
-    for method in [reqwest::Method::POST, reqwest::Method::GET, reqwest::Method::DELETE] {
-        let (status, err) = request(&server, method.clone(), &path, Some("theirs"), Some(body.clone())).await;
-        assert_eq!((status, &err["kind"]), (403, &json!("permission_denied")), "{method}: {err}");
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+    ] {
+        let (status, err) = request(
+            &server,
+            method.clone(),
+            &path,
+            Some("theirs"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, &err["kind"]),
+            (403, &json!("permission_denied")),
+            "{method}: {err}"
+        );
     }
     // A read-only key may read the labels but not change them.
-    let (status, err) = request(&server, reqwest::Method::POST, &path, Some("viewer"), Some(body.clone())).await;
+    let (status, err) = request(
+        &server,
+        reqwest::Method::POST,
+        &path,
+        Some("viewer"),
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(status, 403, "{err}");
-    let (status, err) = request(&server, reqwest::Method::DELETE, &path, Some("viewer"), None).await;
+    let (status, err) = request(
+        &server,
+        reqwest::Method::DELETE,
+        &path,
+        Some("viewer"),
+        None,
+    )
+    .await;
     assert_eq!(status, 403, "{err}");
     let (status, got) = request(&server, reqwest::Method::GET, &path, Some("viewer"), None).await;
-    assert_eq!((status, &got["personalized"]), (200, &json!(false)), "{got}");
+    assert_eq!(
+        (status, &got["personalized"]),
+        (200, &json!(false)),
+        "{got}"
+    );
     // No key at all.
-    let (status, _) = request(&server, reqwest::Method::POST, &path, None, Some(body.clone())).await;
+    let (status, _) = request(
+        &server,
+        reqwest::Method::POST,
+        &path,
+        None,
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(status, 401);
     // The device's own key gets through to the handler (a device that never streamed: 404).
-    let (status, err) = request(&server, reqwest::Method::POST, &path, Some("mine"), Some(body)).await;
+    let (status, err) = request(
+        &server,
+        reqwest::Method::POST,
+        &path,
+        Some("mine"),
+        Some(body),
+    )
+    .await;
     assert_eq!((status, &err["kind"]), (404, &json!("not_found")), "{err}");
     assert!(
         server
-            .metric("crossl_auth_failures_total", &[("reason", "device_not_allowed")])
+            .metric(
+                "crossl_auth_failures_total",
+                &[("reason", "device_not_allowed")]
+            )
             .await
             >= 3.0
     );

@@ -140,11 +140,18 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
         .clone();
     // B sees the device's history through Redis.
     eventually("B to see the device's windows", async || {
-        let (status, body) = request(&b, reqwest::Method::GET, &format!("/v1/devices/{DEVICE}/predictions?limit=256"), None).await;
+        let (status, body) = request(
+            &b,
+            reqwest::Method::GET,
+            &format!("/v1/devices/{DEVICE}/predictions?limit=256"),
+            None,
+        )
+        .await;
         status == 200
-            && body["predictions"]
-                .as_array()
-                .is_some_and(|p| p.iter().any(|p| p["window_end_unix_nanos"].as_i64() >= Some(t0 + 10 * SECOND)))
+            && body["predictions"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["window_end_unix_nanos"].as_i64() >= Some(t0 + 10 * SECOND))
+            })
     })
     .await;
 
@@ -159,9 +166,18 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
     .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["classes"][0]["windows"], 6, "{body}");
-    let (status, on_a) = request(&a, reqwest::Method::GET, &format!("/v1/devices/{DEVICE}/labels"), None).await;
+    let (status, on_a) = request(
+        &a,
+        reqwest::Method::GET,
+        &format!("/v1/devices/{DEVICE}/labels"),
+        None,
+    )
+    .await;
     assert_eq!((status, &on_a["spans"]), (200, &body["spans"]), "{on_a}");
-    eventually("A to hold the head", async || a.metric("crossl_personal_heads", &[]).await == 1.0).await;
+    eventually("A to hold the head", async || {
+        a.metric("crossl_personal_heads", &[]).await == 1.0
+    })
+    .await;
 
     // A answers the device's own stream with the head.
     device.send(&core, t0, 12..20).await;
@@ -178,7 +194,13 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
     }
     // ... and B reads them from Redis as they were answered.
     eventually("B to show a personalised latest prediction", async || {
-        let (status, body) = request(&b, reqwest::Method::GET, &format!("/v1/devices/{DEVICE}/prediction"), None).await;
+        let (status, body) = request(
+            &b,
+            reqwest::Method::GET,
+            &format!("/v1/devices/{DEVICE}/prediction"),
+            None,
+        )
+        .await;
         status == 200 && body["personalized"] == true && body["label"] == json!(target)
     })
     .await;
@@ -187,9 +209,10 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
     drop(device);
     let mut device = Device::open(&b).await;
     device.send(&core, t0, 20..24).await;
-    eventually("B to hold the head of the device it now holds", async || {
-        b.metric("crossl_personal_heads", &[]).await == 1.0
-    })
+    eventually(
+        "B to hold the head of the device it now holds",
+        async || b.metric("crossl_personal_heads", &[]).await == 1.0,
+    )
     .await;
     device.send(&core, t0, 24..34).await;
     let on_b = device.until(t0 + 34 * SECOND).await;
@@ -197,14 +220,29 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
     assert!(last.personalized && last.label == target, "{last:?}");
 
     // DELETE through A: B drops the head and answers with the general model again.
-    let (status, body) = request(&a, reqwest::Method::DELETE, &format!("/v1/devices/{DEVICE}/labels"), None).await;
+    let (status, body) = request(
+        &a,
+        reqwest::Method::DELETE,
+        &format!("/v1/devices/{DEVICE}/labels"),
+        None,
+    )
+    .await;
     assert_eq!((status, &body["deleted"]), (200, &json!(true)), "{body}");
-    eventually("B to drop the head", async || b.metric("crossl_personal_heads", &[]).await == 0.0).await;
+    eventually("B to drop the head", async || {
+        b.metric("crossl_personal_heads", &[]).await == 0.0
+    })
+    .await;
     device.send(&core, t0, 34..42).await;
     let after = device.until(t0 + 42 * SECOND).await;
     let last = after.last().expect("predictions");
     assert!(!last.personalized && last.general.is_none(), "{last:?}");
-    let (_, body) = request(&b, reqwest::Method::GET, &format!("/v1/devices/{DEVICE}/labels"), None).await;
+    let (_, body) = request(
+        &b,
+        reqwest::Method::GET,
+        &format!("/v1/devices/{DEVICE}/labels"),
+        None,
+    )
+    .await;
     assert_eq!(body["personalized"], false, "{body}");
     drop(device);
     a.shutdown().await.expect("A stops cleanly");

@@ -64,7 +64,8 @@ mod tests {
     #[test]
     fn one_device_keys_share_a_hash_tag_whatever_the_id() {
         for id in ["wrist-7", "ward-3:bed.2_a", "x"] {
-            let tags = [latest(id), history(id), device(id), labels(id)].map(|k| hash_tag(&k).to_string());
+            let tags =
+                [latest(id), history(id), device(id), labels(id)].map(|k| hash_tag(&k).to_string());
             assert!(
                 tags.iter().all(|t| *t == tags[0]),
                 "{id:?}: {tags:?} must be equal"

@@ -108,12 +108,7 @@ impl DeviceLabels {
         }
         let new_ends = windows
             .iter()
-            .filter(|(end, _)| {
-                !self
-                    .windows
-                    .iter()
-                    .any(|w| w.window_end_unix_nanos == *end)
-            })
+            .filter(|(end, _)| !self.windows.iter().any(|w| w.window_end_unix_nanos == *end))
             .count();
         if self.windows.len() + new_ends > params.max_windows {
             return Err(Error::Conflict {
@@ -456,9 +451,11 @@ impl PersonalHeads {
         else {
             return;
         };
-        let Some(personal) =
-            head.probabilities(&prediction.probabilities, &prediction.embedding, &self.inner.params)
-        else {
+        let Some(personal) = head.probabilities(
+            &prediction.probabilities,
+            &prediction.embedding,
+            &self.inner.params,
+        ) else {
             return;
         };
         let class_index = argmax(&personal);
@@ -563,9 +560,7 @@ pub async fn add_span(
             format!(
                 "the span [{}, {}] lies outside the stored history of device {device_id:?}, which covers \
                  [{kept_from}, {kept_to}] (device clock, unix ns; the newest {} windows are kept)",
-                request.start_unix_nanos,
-                request.end_unix_nanos,
-                cx.history_len
+                request.start_unix_nanos, request.end_unix_nanos, cx.history_len
             ),
         ));
     }
@@ -672,7 +667,11 @@ mod tests {
 
     #[test]
     fn class_means_are_unit_length_means_of_normalised_embeddings() {
-        let labels = labels_of(&[(2, [2.0, 0.0, 0.0]), (2, [0.0, 5.0, 0.0]), (0, [0.0, 0.0, 1.0])]);
+        let labels = labels_of(&[
+            (2, [2.0, 0.0, 0.0]),
+            (2, [0.0, 5.0, 0.0]),
+            (0, [0.0, 0.0, 1.0]),
+        ]);
         let head = PersonalHead::fit(&labels).expect("head");
         assert_eq!(head.classes(), &[0, 2]);
         let s = std::f32::consts::FRAC_1_SQRT_2;
@@ -701,12 +700,7 @@ mod tests {
         let t = p.temperature;
         let (s0, s1, so) = ((-2.0f32 / t).exp(), 1.0f32, (-0.25f32 / t).exp());
         let total = s0 + s1 + so;
-        let want = [
-            s0 / total,
-            s1 / total,
-            so / total * 0.75,
-            so / total * 0.25,
-        ];
+        let want = [s0 / total, s1 / total, so / total * 0.75, so / total * 0.25];
         for (a, b) in near.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{near:?} vs {want:?}");
         }
@@ -775,7 +769,11 @@ mod tests {
         let mut labels = labels_of(&[(1, [1.0, 0.0, 0.0]), (2, [0.0, 1.0, 0.0])]);
         labels.version = 1;
         assert!(heads.compare_and_set("d1", labels.clone(), 0).expect("ok"));
-        assert!(!heads.compare_and_set("d1", labels, 0).expect("stale version"));
+        assert!(
+            !heads
+                .compare_and_set("d1", labels, 0)
+                .expect("stale version")
+        );
         let mut p = Prediction {
             device_id: "d1".into(),
             window_end_unix_nanos: 5,
@@ -796,10 +794,7 @@ mod tests {
         assert_eq!(p.label, "b");
         assert_eq!(p.class_index, 1);
         let general = p.general.as_ref().expect("general kept");
-        assert_eq!(
-            (general.label.as_str(), general.class_index),
-            ("a", 0)
-        );
+        assert_eq!((general.label.as_str(), general.class_index), ("a", 0));
         assert_eq!(general.probabilities, vec![0.8, 0.1, 0.1]);
         assert!(!other.personalized && other.general.is_none() && other.label == "a");
         assert!(heads.remove("d1"));

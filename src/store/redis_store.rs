@@ -292,10 +292,7 @@ impl RedisState {
             .collect();
         self.local.personal().retain(|id| held.contains(id));
         let todo: Vec<String> = {
-            let mut loaded = self
-                .labels_loaded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut loaded = self.labels_loaded.lock().unwrap_or_else(|e| e.into_inner());
             loaded.retain(|id| held.contains(id));
             held.iter()
                 .filter(|id| !loaded.contains(*id))
@@ -314,10 +311,7 @@ impl RedisState {
             else {
                 return;
             };
-            let mut loaded = self
-                .labels_loaded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut loaded = self.labels_loaded.lock().unwrap_or_else(|e| e.into_inner());
             for (id, raw) in ids.iter().zip(raws) {
                 match raw.and_then(|r| serde_json::from_str::<DeviceLabels>(&r).ok()) {
                     Some(labels) => self.local.personal().replace(id, labels),
@@ -788,7 +782,9 @@ async fn subscribe_loop(
                                     local.personal().remove(&m.device_id);
                                 }
                             },
-                            Err(e) => tracing::debug!(error = %e, "undecodable label message skipped"),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "undecodable label message skipped")
+                            }
                         }
                         continue;
                     }
