@@ -380,12 +380,25 @@ impl PersonalHeads {
                 ),
             });
         }
-        let current = inner.heads.get(device_id).map_or(0, |e| e.labels.version);
-        if current != expected {
-            return Ok(false);
-        }
-        self.install(device_id, labels);
-        Ok(true)
+        let head = PersonalHead::fit(&labels).map(Arc::new);
+        let entry = HeadEntry {
+            labels: Arc::new(labels),
+            head,
+        };
+        // Checked and replaced under the entry's lock: two concurrent requests cannot both win.
+        let stored = match inner.heads.entry(device_id.to_string()) {
+            dashmap::Entry::Occupied(mut o) if o.get().labels.version == expected => {
+                o.insert(entry);
+                true
+            }
+            dashmap::Entry::Vacant(v) if expected == 0 => {
+                v.insert(entry);
+                true
+            }
+            _ => false,
+        };
+        inner.gauge.set(inner.heads.len() as i64);
+        Ok(stored)
     }
 
     /// Puts a device's labels (and its fitted head) in place unless a newer version is held already.
