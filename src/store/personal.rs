@@ -4,10 +4,10 @@
 //! `probabilities` (`personalized: true`) and the general model's in `general`.
 //!
 //! The head is a **nearest class mean** on L2-normalised embeddings: one unit-length mean per labelled
-//! class. Chosen over regularised logistic regression because it fits in one pass (microseconds for
-//! hundreds of windows, no iterations, no learning rate or regularisation to tune per device), is exact to
-//! reproduce offline (`training/experiments/personalise.py`), is stable with one labelled window per class,
-//! and updates by adding windows.
+//! class. Chosen over regularised logistic regression because it fits in one pass over the labelled
+//! windows (no iterations, no learning rate or regularisation to tune per device; the time is exported as
+//! `crossl_head_fit_seconds`), is exact to reproduce offline (`training/experiments/personalise.py`), is
+//! stable with one labelled window per class, and updates by adding windows.
 //!
 //! Scoring a window with embedding `e` (normalised to unit length), `T` = temperature, `D` = reject
 //! distance, `L` = labelled classes, `g` = the general model's probabilities:
