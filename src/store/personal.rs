@@ -453,9 +453,7 @@ impl PersonalHeads {
     /// Answers a streaming prediction with the device's head, if it has one: `label`, `class_index` and
     /// `probabilities` become the personal ones, the general model's move to `general`.
     pub fn personalise(&self, prediction: &mut Prediction) {
-        if self.inner.heads.is_empty() {
-            return;
-        }
+        // One shard's read lock per prediction (no `is_empty` fast path: that would lock every shard).
         let Some(head) = self
             .inner
             .heads
