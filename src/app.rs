@@ -292,6 +292,18 @@ fn check_args(args: &ServeArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.hop_ms != Some(0), "--hop-ms must be positive");
     anyhow::ensure!(args.tick_ms >= 1, "--tick-ms must be positive");
+    anyhow::ensure!(
+        args.personal_temperature > 0.0 && args.personal_temperature.is_finite(),
+        "--personal-temperature must be positive"
+    );
+    anyhow::ensure!(
+        (0.0..=4.0).contains(&args.personal_reject_distance),
+        "--personal-reject-distance must be in [0, 4] (squared distance between unit vectors)"
+    );
+    anyhow::ensure!(
+        args.label_max_spans >= 1 && args.label_max_windows >= 1,
+        "--label-max-spans and --label-max-windows must be at least 1"
+    );
     args.store_backend()?;
     anyhow::ensure!(
         args.store_heartbeat_ms >= 1 && args.store_timeout_ms >= 1,
@@ -331,7 +343,19 @@ fn build_core(
         },
         Arc::clone(&clock),
         metrics.store_devices_evicted.clone(),
-    );
+    )
+    .with_personal(crate::store::PersonalHeads::new(
+        manifest.classes.clone(),
+        crate::store::personal::HeadParams {
+            temperature: args.personal_temperature,
+            reject_distance: args.personal_reject_distance,
+            max_spans: args.label_max_spans,
+            max_windows: args.label_max_windows,
+        },
+        args.max_devices,
+        metrics.personal_heads.clone(),
+        metrics.personalized_predictions.clone(),
+    ));
     let factory = hooks
         .backend_factory
         .unwrap_or_else(|| ort_factory(&args, Arc::clone(&manifest)));

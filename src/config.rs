@@ -232,6 +232,28 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_STORE_WRITE_QUEUE", default_value_t = 16_384)]
     pub store_write_queue: usize,
 
+    /// Most labelled spans one device keeps (`POST /v1/devices/{id}/labels`); a span beyond it is refused
+    /// (409 `label_limit`) until `DELETE /v1/devices/{id}/labels`.
+    #[arg(long, env = "CROSSL_LABEL_MAX_SPANS", default_value_t = 64)]
+    pub label_max_spans: usize,
+
+    /// Most labelled windows (embeddings) one device's personal head is fitted on; a span that would take
+    /// the device beyond it is refused (409 `label_limit`). 512 windows of a 32-value embedding are
+    /// ≈ 64 KiB per device.
+    #[arg(long, env = "CROSSL_LABEL_MAX_WINDOWS", default_value_t = 512)]
+    pub label_max_windows: usize,
+
+    /// Temperature of the personal head's softmax over negative squared distances between the
+    /// L2-normalised window embedding and the device's class means (docs/protocol.md, personalisation).
+    #[arg(long, env = "CROSSL_PERSONAL_TEMPERATURE", default_value_t = 0.05)]
+    pub personal_temperature: f32,
+
+    /// Squared distance (on the unit sphere, 0…4) at which a window is as likely to belong to a class the
+    /// device never labelled as to a labelled one: the score of the "unlabelled classes" option, whose
+    /// probability mass goes to those classes in the general model's proportions.
+    #[arg(long, env = "CROSSL_PERSONAL_REJECT_DISTANCE", default_value_t = 0.25)]
+    pub personal_reject_distance: f32,
+
     /// How long shutdown waits for queued windows and in-flight batches (ms).
     #[arg(long, env = "CROSSL_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,

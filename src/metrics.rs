@@ -105,6 +105,14 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Writes to the shared state store dropped because its write queue was full (never blocks ingest).
     pub store_writes_dropped: IntCounter,
+    /// Personal heads this replica applies to its devices' predictions (`POST /v1/devices/{id}/labels`).
+    pub personal_heads: IntGauge,
+    /// Requests to `/v1/devices/{id}/labels`, by outcome (`added`, `read`, `deleted`, or the error reason).
+    pub label_requests: IntCounterVec,
+    /// Streaming predictions answered by a personal head.
+    pub personalized_predictions: IntCounter,
+    /// Time to merge a labelled span and fit the device's head (CPU work only, no store round trips).
+    pub head_fit_seconds: Histogram,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -175,6 +183,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(ready.clone())).expect("unique metric");
+        let personal_heads = IntGauge::new(
+            "crossl_personal_heads",
+            "Personal heads this replica applies to its devices' predictions",
+        )
+        .expect("valid metric");
+        r.register(Box::new(personal_heads.clone()))
+            .expect("unique metric");
         let active_devices = IntGauge::new("crossl_active_devices", "Devices with window state")
             .expect("valid metric");
         r.register(Box::new(active_devices.clone()))
@@ -394,6 +409,24 @@ impl Metrics {
                 "crossl_predictions_by_class_total",
                 "Predictions produced, by predicted class",
                 &["class"],
+            ),
+            personal_heads,
+            label_requests: counter_vec(
+                &r,
+                "crossl_label_requests_total",
+                "Requests to /v1/devices/{id}/labels, by outcome",
+                &["outcome"],
+            ),
+            personalized_predictions: counter(
+                &r,
+                "crossl_personalized_predictions_total",
+                "Streaming predictions answered by a personal head",
+            ),
+            head_fit_seconds: histogram(
+                &r,
+                "crossl_head_fit_seconds",
+                "Time to merge a labelled span and fit a device's personal head",
+                SECONDS_BUCKETS.to_vec(),
             ),
             registry: r,
         }

@@ -343,7 +343,13 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     if open {
         return None;
     }
+    // Labelling a device's stream (or dropping its labels) changes what it is answered: the device's own
+    // (ingest) scope; reading the labels is a read like the device's other routes.
+    let labels_write = matches!(*method, Method::POST | Method::DELETE)
+        && path.starts_with("/v1/devices/")
+        && path.ends_with("/labels");
     let ingest = path.starts_with("/v1/ws/devices/")
+        || labels_write
         || (method == Method::POST
             && (matches!(path, "/v1/predict" | "/v1/embed")
                 || (path.starts_with("/v2/models/") && path.ends_with("/infer"))));
@@ -686,6 +692,18 @@ mod tests {
         assert_eq!(required_scope(&get, "/"), None);
         assert_eq!(required_scope(&get, "/ui/app.js"), None);
         assert_eq!(required_scope(&get, "/docs/"), None);
+        assert_eq!(
+            required_scope(&post, "/v1/devices/d1/labels"),
+            Some(Scope::Ingest)
+        );
+        assert_eq!(
+            required_scope(&Method::DELETE, "/v1/devices/d1/labels"),
+            Some(Scope::Ingest)
+        );
+        assert_eq!(
+            required_scope(&get, "/v1/devices/d1/labels"),
+            Some(Scope::Read)
+        );
         // Anything unlisted needs a key too (safe default).
         assert_eq!(required_scope(&get, "/v1/unknown"), Some(Scope::Read));
     }

@@ -385,6 +385,8 @@ mod tests {
             embedding: vec![],
             present_modalities: vec![],
             timings: Timings::default(),
+            personalized: false,
+            general: None,
         }
     }
 

@@ -255,6 +255,12 @@ fn prediction_to_proto(p: &Prediction) -> proto::Prediction {
             batch_size: p.timings.batch_size as u32,
         }),
         logits: Vec::new(),
+        personalized: p.personalized,
+        general: p.general.as_ref().map(|g| proto::GeneralAnswer {
+            label: g.label.clone(),
+            class_index: g.class_index as u32,
+            probabilities: g.probabilities.clone(),
+        }),
     }
 }
 
@@ -394,6 +400,9 @@ impl Ingest for IngestService {
                 batch_size: out.timings.batch_size as u32,
             }),
             logits: out.logits,
+            // One-shot windows belong to no device: always the general model.
+            personalized: false,
+            general: None,
         }))
     }
 }

@@ -7,6 +7,7 @@ pub mod feed;
 pub mod grpc;
 pub mod http_error;
 pub mod kserve;
+pub mod labels;
 pub mod listeners;
 pub mod rest;
 pub mod status;

@@ -40,6 +40,12 @@ pub fn router(core: Core) -> axum::Router {
             "/v1/devices/{device_id}/predictions",
             get(prediction_history),
         )
+        .route(
+            "/v1/devices/{device_id}/labels",
+            get(super::labels::get_labels)
+                .post(super::labels::post_labels)
+                .delete(super::labels::delete_labels),
+        )
         .route("/v1/predict", post(predict))
         .route("/v1/embed", post(embed))
         .with_state(core)
@@ -81,6 +87,9 @@ async fn metrics(State(core): State<Core>) -> Response {
         device,
         latest_prediction,
         prediction_history,
+        super::labels::post_labels,
+        super::labels::get_labels,
+        super::labels::delete_labels,
         predict,
         super::status::status,
         embed,
@@ -102,7 +111,13 @@ async fn metrics(State(core): State<Core>) -> Response {
         DeviceInfo,
         ModalityStatus,
         Prediction,
+        crate::store::GeneralAnswer,
         Timings,
+        crate::store::personal::LabelRequest,
+        crate::store::personal::LabelSpan,
+        super::labels::LabelsResponse,
+        super::labels::ClassWindows,
+        super::labels::DeletedLabels,
         PredictRequest,
         PredictResponse,
         EmbedResponse,

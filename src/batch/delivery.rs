@@ -127,6 +127,8 @@ impl Sink {
                             .map(|(spec, _)| spec.name.clone())
                             .collect(),
                         timings,
+                        personalized: false,
+                        general: None,
                     };
                     tracing::debug!(device_id = %prediction.device_id, label = %prediction.label, "prediction stored");
                     self.store.insert(prediction);

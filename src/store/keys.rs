@@ -9,16 +9,22 @@
 //! | `crossl:{<device>}:history` | sorted set, score = window end | the last `--history-len` predictions |
 //! | `crossl:{<device>}:device` | string (JSON) | registry entry: `DeviceInfo`, holder, heartbeat |
 //! | `crossl:devices` | sorted set, score = heartbeat (unix ms) | index of the registry, for listing |
+//! | `crossl:{<device>}:labels` | hash `version`, `labels` | labelled spans and windows of the personal head (JSON) |
 //! | channel `crossl:feed` | pub/sub | every prediction of every replica, with its replica id |
+//! | channel `crossl:labels` | pub/sub | a device's new labels (or their deletion), for the replica holding it |
 //!
-//! Every per-device key expires `--prediction-retention-s` after its last write; the index drops members
-//! older than that on each heartbeat.
+//! Every per-device key but `labels` expires `--prediction-retention-s` after its last write; the index
+//! drops members older than that on each heartbeat. `labels` stays until `DELETE /v1/devices/{id}/labels`
+//! (bounded per device by `--label-max-spans` / `--label-max-windows`).
 
 /// Prefix of every key.
 pub const PREFIX: &str = "crossl";
 
 /// The pub/sub channel of the live feed.
 pub const FEED_CHANNEL: &str = "crossl:feed";
+
+/// The pub/sub channel of label updates.
+pub const LABELS_CHANNEL: &str = "crossl:labels";
 
 /// The registry index (sorted set of device ids by last heartbeat, unix ms).
 pub const DEVICE_INDEX: &str = "crossl:devices";
@@ -33,6 +39,10 @@ pub fn history(device_id: &str) -> String {
 
 pub fn device(device_id: &str) -> String {
     format!("{PREFIX}:{{{device_id}}}:device")
+}
+
+pub fn labels(device_id: &str) -> String {
+    format!("{PREFIX}:{{{device_id}}}:labels")
 }
 
 /// The hash tag Redis Cluster hashes for `key` (the whole key when it has none).
@@ -54,7 +64,8 @@ mod tests {
     #[test]
     fn one_device_keys_share_a_hash_tag_whatever_the_id() {
         for id in ["wrist-7", "ward-3:bed.2_a", "x"] {
-            let tags = [latest(id), history(id), device(id)].map(|k| hash_tag(&k).to_string());
+            let tags =
+                [latest(id), history(id), device(id), labels(id)].map(|k| hash_tag(&k).to_string());
             assert!(
                 tags.iter().all(|t| *t == tags[0]),
                 "{id:?}: {tags:?} must be equal"

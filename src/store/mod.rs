@@ -3,9 +3,11 @@
 //! writes to; [`state::StateStore`] is what the read paths see (this store alone, or shared on Redis).
 
 pub mod keys;
+pub mod personal;
 pub mod redis_store;
 pub mod state;
 
+pub use personal::{GeneralAnswer, PersonalHeads};
 pub use state::{MemoryState, StateStore};
 
 use std::collections::VecDeque;
@@ -47,6 +49,13 @@ pub struct Prediction {
     /// Modalities that had enough coverage, in manifest order.
     pub present_modalities: Vec<String>,
     pub timings: Timings,
+    /// True when `label`, `class_index` and `probabilities` are the device's personal head's answer
+    /// (`POST /v1/devices/{id}/labels`); the general model's answer is then in `general`.
+    #[serde(default)]
+    pub personalized: bool,
+    /// The general model's answer, present when `personalized` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub general: Option<GeneralAnswer>,
 }
 
 #[derive(Debug)]
@@ -80,6 +89,8 @@ struct StoreInner {
     clock: Arc<dyn Clock>,
     next_seq: AtomicU64,
     evicted: IntCounter,
+    /// Per-device heads applied to every prediction stored here.
+    personal: PersonalHeads,
 }
 
 /// Shared handle; cloning is cheap.
@@ -119,14 +130,31 @@ impl PredictionStore {
                 clock,
                 next_seq: AtomicU64::new(0),
                 evicted,
+                personal: PersonalHeads::disabled(),
             }),
         }
     }
 
-    /// Records a prediction and publishes it on the feed. Predictions of one device may finish out of
+    /// The store with `heads` answering its devices' predictions (call before cloning the store).
+    pub fn with_personal(mut self, heads: PersonalHeads) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.personal = heads,
+            None => tracing::error!("with_personal on a shared store handle: heads not installed"),
+        }
+        self
+    }
+
+    /// The per-device heads of this store.
+    pub fn personal(&self) -> &PersonalHeads {
+        &self.inner.personal
+    }
+
+    /// Records a prediction and publishes it on the feed; a device with a personal head gets its answer
+    /// (see [`personal`]). Predictions of one device may finish out of
     /// order (several workers); history stays ordered by window end. A device new to a full store first
     /// makes room by forgetting the least recently updated device (counted).
-    pub fn insert(&self, prediction: Prediction) {
+    pub fn insert(&self, mut prediction: Prediction) {
+        self.inner.personal.personalise(&mut prediction);
         let prediction = Arc::new(prediction);
         let inner = &*self.inner;
         if !inner.devices.contains_key(&prediction.device_id) {
@@ -259,6 +287,8 @@ mod tests {
             embedding: vec![],
             present_modalities: vec![],
             timings: Timings::default(),
+            personalized: false,
+            general: None,
         }
     }
 

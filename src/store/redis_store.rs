@@ -8,11 +8,18 @@
 //! registry entries of the devices this replica holds every `--store-heartbeat-ms`. A subscriber task
 //! receives the other replicas' predictions from the pub/sub channel into the shared live feed.
 //!
+//! Personal heads (labels): the labels of a device live in Redis (`crossl:{<device>}:labels`, written with
+//! a compare-and-set on their version by whichever replica took the labelling request, which publishes
+//! them on `crossl:labels`). The replica holding the device applies the head from a local cache: it takes
+//! the published update, and loads the labels of each device it starts to hold (and of every device it
+//! holds after re-subscribing) at the next registry heartbeat.
+//!
 //! Reads for a device this replica holds are answered locally; any other device is read from Redis
 //! within `--store-timeout-ms`, else the read fails with 503 "shared store unavailable: …"
 //! (`crossl_store_errors_total{op="read"}`). The connection manager reconnects with exponential backoff;
 //! the subscriber resubscribes with its own backoff (`crossl_store_errors_total{op="subscribe"}`).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +33,7 @@ use tokio::task::AbortHandle;
 
 use super::Prediction;
 use super::keys;
+use super::personal::DeviceLabels;
 use super::state::{MemoryState, StateStore};
 use crate::error::Error;
 use crate::ingest::DeviceInfo;
@@ -73,6 +81,32 @@ struct RegistryEntry {
     /// Server time (unix nanos) of the replica that wrote it.
     heartbeat_unix_nanos: i64,
 }
+
+/// One pub/sub message of the label channel: a device's new labels, or `None` once deleted.
+#[derive(Debug, Serialize, Deserialize)]
+struct LabelsMessage {
+    device_id: String,
+    labels: Option<DeviceLabels>,
+}
+
+/// Writes a device's labels if the stored version is still the expected one, and publishes them.
+/// KEYS[1] labels; ARGV expected version, new version, labels JSON, channel, message.
+const PUT_LABELS_IF_VERSION: &str = r"
+local stored = redis.call('HGET', KEYS[1], 'version')
+if (stored or '0') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'labels', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+";
+
+/// Deletes a device's labels and publishes the deletion. KEYS[1] labels; ARGV channel, message.
+const DELETE_LABELS: &str = r"
+local n = redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return n
+";
 
 /// One pub/sub message of the live feed.
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,6 +158,9 @@ pub struct RedisState {
     tasks: Mutex<Vec<AbortHandle>>,
     /// Stopped first at shutdown: a heartbeat after the release would claim the devices again.
     heartbeat: Mutex<Option<AbortHandle>>,
+    /// Held devices whose labels were loaded from Redis; cleared when the label channel is
+    /// (re)subscribed, so that updates missed meanwhile are loaded again.
+    labels_loaded: Arc<Mutex<HashSet<String>>>,
 }
 
 impl RedisState {
@@ -157,6 +194,7 @@ impl RedisState {
             settings,
             tasks: Mutex::new(Vec::new()),
             heartbeat: Mutex::new(None),
+            labels_loaded: Arc::new(Mutex::new(HashSet::new())),
         });
         let tasks = vec![
             tokio::spawn(forward_local(
@@ -177,7 +215,8 @@ impl RedisState {
             .abort_handle(),
             tokio::spawn(subscribe_loop(
                 client,
-                state.local.replica_id().to_string(),
+                state.local.clone(),
+                Arc::clone(&state.labels_loaded),
                 state.feed.clone(),
                 Arc::clone(&state.metrics),
                 state.settings.timeout,
@@ -202,12 +241,22 @@ impl RedisState {
         &self,
         what: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
+        self.op("read", what).await
+    }
+
+    /// Runs one operation (`op` is the error metric's label) against Redis within the timeout; failures
+    /// are counted and become 503.
+    async fn op<T>(
+        &self,
+        op: &'static str,
+        what: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
         let message = match tokio::time::timeout(self.settings.timeout, what).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {:?}", self.settings.timeout),
         };
-        self.metrics.store_errors.with_label_values(&["read"]).inc();
+        self.metrics.store_errors.with_label_values(&[op]).inc();
         Err(Error::Unavailable(format!(
             "shared store unavailable: {message}"
         )))
@@ -229,6 +278,50 @@ impl RedisState {
             info.stale = false;
         }
         info
+    }
+
+    /// Keeps the local head cache to the devices this replica holds, and loads the labels of held devices
+    /// not loaded yet (new here, or all of them after the label channel was re-subscribed). A failed
+    /// load is counted and retried at the next heartbeat.
+    async fn sync_heads(&self) {
+        let held: HashSet<String> = self
+            .local
+            .devices_local()
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        self.local.personal().retain(|id| held.contains(id));
+        let todo: Vec<String> = {
+            let mut loaded = self.labels_loaded.lock().unwrap_or_else(|e| e.into_inner());
+            loaded.retain(|id| held.contains(id));
+            held.iter()
+                .filter(|id| !loaded.contains(*id))
+                .cloned()
+                .collect()
+        };
+        for ids in todo.chunks(MAX_BATCH) {
+            let mut pipe = redis::pipe();
+            for id in ids {
+                pipe.hget(keys::labels(id), "labels");
+            }
+            let mut conn = self.conn.clone();
+            let Ok(raws) = self
+                .read::<Vec<Option<String>>>(pipe.query_async(&mut conn))
+                .await
+            else {
+                return;
+            };
+            let mut loaded = self.labels_loaded.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, raw) in ids.iter().zip(raws) {
+                match raw.and_then(|r| serde_json::from_str::<DeviceLabels>(&r).ok()) {
+                    Some(labels) => self.local.personal().replace(id, labels),
+                    None => {
+                        self.local.personal().remove(id);
+                    }
+                }
+                loaded.insert(id.clone());
+            }
+        }
     }
 
     async fn remote_device(&self, device_id: &str) -> Result<Option<DeviceInfo>, Error> {
@@ -395,6 +488,87 @@ impl StateStore for RedisState {
         self.feed.subscribe()
     }
 
+    fn labels<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<DeviceLabels>>, Error>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let raw: Option<String> = self
+                .read(conn.hget(keys::labels(device_id), "labels"))
+                .await?;
+            raw.map(|r| {
+                serde_json::from_str::<DeviceLabels>(&r)
+                    .map(Arc::new)
+                    .map_err(|e| Error::Internal(format!("stored labels do not decode: {e}")))
+            })
+            .transpose()
+        })
+    }
+
+    fn put_labels<'a>(
+        &'a self,
+        device_id: &'a str,
+        labels: DeviceLabels,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let json = serde_json::to_string(&labels)
+                .map_err(|e| Error::Internal(format!("labels do not encode: {e}")))?;
+            let message = serde_json::to_string(&LabelsMessage {
+                device_id: device_id.to_string(),
+                labels: Some(labels.clone()),
+            })
+            .map_err(|e| Error::Internal(format!("labels do not encode: {e}")))?;
+            let mut conn = self.conn.clone();
+            let stored: i64 = self
+                .op(
+                    "write",
+                    redis::cmd("EVAL")
+                        .arg(PUT_LABELS_IF_VERSION)
+                        .arg(1)
+                        .arg(keys::labels(device_id))
+                        .arg(expected.to_string())
+                        .arg(labels.version.to_string())
+                        .arg(json)
+                        .arg(keys::LABELS_CHANNEL)
+                        .arg(message)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if stored == 1 && self.local.holds(device_id) {
+                // Applied here at once; the published copy reaches the other replicas.
+                self.local.personal().install(device_id, labels);
+            }
+            Ok(stored == 1)
+        })
+    }
+
+    fn delete_labels<'a>(&'a self, device_id: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let message = serde_json::to_string(&LabelsMessage {
+                device_id: device_id.to_string(),
+                labels: None,
+            })
+            .map_err(|e| Error::Internal(format!("labels do not encode: {e}")))?;
+            let mut conn = self.conn.clone();
+            let deleted: i64 = self
+                .op(
+                    "write",
+                    redis::cmd("EVAL")
+                        .arg(DELETE_LABELS)
+                        .arg(1)
+                        .arg(keys::labels(device_id))
+                        .arg(keys::LABELS_CHANNEL)
+                        .arg(message)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let here = self.local.personal().remove(device_id);
+            Ok(deleted > 0 || here)
+        })
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // No more heartbeats: they would re-claim the devices released below.
@@ -463,6 +637,7 @@ async fn heartbeat_loop(state: std::sync::Weak<RedisState>) {
         ticks.tick().await;
         let Some(state) = state.upgrade() else { return };
         state.queue(Write::Devices(state.local.devices_local()));
+        state.sync_heads().await;
     }
 }
 
@@ -561,11 +736,13 @@ async fn write_loop(mut rx: mpsc::Receiver<Write>, mut conn: ConnectionManager, 
     }
 }
 
-/// Receives the other replicas' predictions into the shared feed; resubscribes with backoff when the
-/// connection is lost (predictions published meanwhile are not replayed).
+/// Receives the other replicas' predictions into the shared feed, and label updates into the head cache
+/// (for the devices this replica holds); resubscribes with backoff when the connection is lost
+/// (predictions published meanwhile are not replayed; labels are reloaded at the next heartbeat).
 async fn subscribe_loop(
     client: redis::Client,
-    replica: String,
+    local: MemoryState,
+    labels_loaded: Arc<Mutex<HashSet<String>>>,
     feed: broadcast::Sender<Arc<Prediction>>,
     metrics: Arc<Metrics>,
     timeout: Duration,
@@ -576,21 +753,44 @@ async fn subscribe_loop(
     loop {
         let connect = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(keys::FEED_CHANNEL).await?;
+            pubsub
+                .subscribe(&[keys::FEED_CHANNEL, keys::LABELS_CHANNEL])
+                .await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(pubsub)) => {
                 tracing::info!("subscribed to the shared live feed");
                 backoff = MIN_BACKOFF;
+                // Label updates may have been missed while unsubscribed: reload at the next heartbeat.
+                labels_loaded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {
                     let Ok(payload) = message.get_payload::<String>() else {
                         continue;
                     };
+                    if message.get_channel_name() == keys::LABELS_CHANNEL {
+                        match serde_json::from_str::<LabelsMessage>(&payload) {
+                            Ok(m) => match m.labels {
+                                Some(labels) if local.holds(&m.device_id) => {
+                                    local.personal().install(&m.device_id, labels);
+                                }
+                                _ => {
+                                    local.personal().remove(&m.device_id);
+                                }
+                            },
+                            Err(e) => {
+                                tracing::debug!(error = %e, "undecodable label message skipped")
+                            }
+                        }
+                        continue;
+                    }
                     match serde_json::from_str::<FeedMessage>(&payload) {
                         // This replica's own predictions are already in the feed (from the local path).
-                        Ok(m) if m.replica == replica => {}
+                        Ok(m) if m.replica == local.replica_id() => {}
                         Ok(m) => {
                             let _ = feed.send(Arc::new(m.prediction));
                         }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 
+use super::personal::DeviceLabels;
 use super::{Prediction, PredictionStore};
 use crate::error::Error;
 use crate::ingest::{DeviceInfo, Ingest};
@@ -51,6 +52,26 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Live feed of every prediction the store sees (every replica's, for a shared store). A lagging
     /// receiver gets `Lagged(n)` and must count the skips.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Prediction>>;
+
+    /// The labelled spans and windows a device's personal head is fitted from (`None`: never labelled).
+    fn labels<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<DeviceLabels>>, Error>>;
+
+    /// Stores a device's labels if its stored version is still `expected` (0 = none yet), and from then
+    /// on the replica that holds the device answers its predictions with the new head; `Ok(false)` when
+    /// another update came first (the caller re-reads and retries).
+    fn put_labels<'a>(
+        &'a self,
+        device_id: &'a str,
+        labels: DeviceLabels,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Drops a device's labels and head (its predictions are the general model's again); whether it had
+    /// any.
+    fn delete_labels<'a>(&'a self, device_id: &'a str) -> BoxFuture<'a, Result<bool, Error>>;
 
     /// Shutdown: hand over what is still queued (bounded by the store's own timeout) and release this
     /// replica's devices in the registry.
@@ -115,6 +136,11 @@ impl MemoryState {
         self.store.subscribe()
     }
 
+    /// The personal heads this replica applies.
+    pub fn personal(&self) -> &super::PersonalHeads {
+        self.store.personal()
+    }
+
     fn held_here(&self, mut info: DeviceInfo) -> DeviceInfo {
         info.held_by = Some(self.replica_id.to_string());
         info.stale = false;
@@ -160,6 +186,26 @@ impl StateStore for MemoryState {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Prediction>> {
         self.subscribe_local()
+    }
+
+    fn labels<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<DeviceLabels>>, Error>> {
+        Box::pin(async move { Ok(self.personal().labels(device_id)) })
+    }
+
+    fn put_labels<'a>(
+        &'a self,
+        device_id: &'a str,
+        labels: DeviceLabels,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move { self.personal().compare_and_set(device_id, labels, expected) })
+    }
+
+    fn delete_labels<'a>(&'a self, device_id: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move { Ok(self.personal().remove(device_id)) })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -188,6 +188,8 @@ pub fn flood_prediction(
         embedding: vec![0.25; 32],
         present_modalities: vec!["torso_acc".into(); 15],
         timings: Default::default(),
+        personalized: false,
+        general: None,
     }
 }
 
