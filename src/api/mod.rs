@@ -1,4 +1,5 @@
-//! Transport adapters over the core: REST (+ KServe v2, health, OpenAPI), WebSocket and gRPC.
+//! Transport adapters over the core: REST (+ KServe v2, health, OpenAPI), WebSocket and gRPC (crossl.v1
+//! and the Open Inference Protocol's `inference.GRPCInferenceService`).
 
 pub mod auth;
 pub mod body;
@@ -7,6 +8,8 @@ pub mod grpc;
 pub mod http_error;
 pub mod kserve;
 pub mod listeners;
+pub mod oip;
+pub mod oip_grpc;
 pub mod rest;
 pub mod tls;
 pub mod ws;
