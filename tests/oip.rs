@@ -226,6 +226,30 @@ async fn http_server_metadata_versioned_paths_output_selection_and_request_id() 
         .expect("classes");
     assert_eq!(m.classes[best], case.label);
 
+    // OIP clients (tritonclient) send no content type: the body is read as JSON all the same; another
+    // content type is refused.
+    let body =
+        json!({"inputs": json_inputs(&m, &[case]), "outputs": [{"name": m.outputs.probabilities}]});
+    let url = format!("{}{versioned}/infer", server.http_url());
+    let r = reqwest::Client::new()
+        .post(&url)
+        .body(serde_json::to_vec(&body).expect("json"))
+        .send()
+        .await
+        .expect("POST without content type");
+    assert_eq!(r.status().as_u16(), 200);
+    let answer: serde_json::Value = r.json().await.expect("JSON");
+    let d = max_abs_diff(&floats(&answer["outputs"][0]["data"]), &case.probabilities);
+    assert!(d <= tol, "probabilities differ by {d}");
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(serde_json::to_vec(&body).expect("json"))
+        .send()
+        .await
+        .expect("POST as text");
+    assert_eq!(r.status().as_u16(), 400);
+
     // Two outputs, in the order asked; the unversioned route takes `outputs` too.
     let body = json!({
         "inputs": json_inputs(&m, &[case]),

@@ -6,14 +6,14 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::body::TensorData;
-use super::http_error::{AppJson, AppPath, ErrorBody};
+use super::http_error::{AppPath, ErrorBody};
 use super::oip;
 use super::rest::OneShotPermit;
 use crate::app::Core;
@@ -271,7 +271,7 @@ pub async fn infer(
     AppPath(model_name): AppPath<String>,
     headers: HeaderMap,
     permit: Result<OneShotPermit, Error>,
-    request: Result<AppJson<InferRequest>, Error>,
+    request: Result<OipJson<InferRequest>, Error>,
 ) -> Result<Json<InferResponse>, Error> {
     run_infer(&core, model_name, None, &headers, permit, request).await
 }
@@ -293,7 +293,7 @@ pub async fn versioned_infer(
     AppPath((model_name, model_version)): AppPath<(String, String)>,
     headers: HeaderMap,
     permit: Result<OneShotPermit, Error>,
-    request: Result<AppJson<InferRequest>, Error>,
+    request: Result<OipJson<InferRequest>, Error>,
 ) -> Result<Json<InferResponse>, Error> {
     run_infer(
         &core,
@@ -306,6 +306,54 @@ pub async fn versioned_infer(
     .await
 }
 
+/// A JSON body as OIP clients send it: like `Json`, but a request without a content type is read as
+/// JSON too (tritonclient and curl's `-d` without `-H` send none); another content type is refused
+/// (`bad_content_type`), and the body limit is `--max-body-bytes` (413).
+#[derive(Debug)]
+pub struct OipJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OipJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Error> {
+        if let Some(content_type) = request.headers().get(axum::http::header::CONTENT_TYPE) {
+            let json = content_type.to_str().is_ok_and(|ct| {
+                let essence = ct.split(';').next().unwrap_or_default().trim();
+                essence.eq_ignore_ascii_case("application/json")
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+            if !json {
+                return Err(Error::invalid(
+                    "bad_content_type",
+                    "Expected request with `Content-Type: application/json`",
+                ));
+            }
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge(format!(
+                        "request body too large: {}",
+                        rejection.body_text()
+                    ))
+                } else {
+                    Error::invalid("bad_json", rejection.body_text())
+                }
+            })?;
+        serde_json::from_slice(&bytes).map(OipJson).map_err(|e| {
+            Error::invalid(
+                "bad_json",
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        })
+    }
+}
+
 /// Header of the OIP binary tensor data extension (a JSON header followed by raw tensor bytes).
 const BINARY_HEADER: &str = "inference-header-content-length";
 
@@ -315,7 +363,7 @@ async fn run_infer(
     model_version: Option<String>,
     headers: &HeaderMap,
     permit: Result<OneShotPermit, Error>,
-    request: Result<AppJson<InferRequest>, Error>,
+    request: Result<OipJson<InferRequest>, Error>,
 ) -> Result<Json<InferResponse>, Error> {
     let arrived = Instant::now();
     oip::counted(core, Transport::Rest, async {
@@ -326,7 +374,7 @@ async fn run_infer(
                  (tritonclient: binary_data=False), or use the gRPC service with raw_input_contents",
             ));
         }
-        let (_permit, AppJson(request)) = match (permit, request) {
+        let (_permit, OipJson(request)) = match (permit, request) {
             (Ok(permit), Ok(request)) => (permit, request),
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
