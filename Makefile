@@ -58,8 +58,10 @@ test-python:
 test-interop:
 	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q tests/interop
 
-# The Python client (clients/python, installed into .venv by `scripts/setup.sh dev`) against a real server.
+# The Python client (clients/python, installed into .venv by `scripts/setup.sh dev`): its type check (mypy
+# --strict, settings in its pyproject.toml) and its tests against a real server.
 test-client:
+	cd clients/python && ../../$(PY) -m mypy
 	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q clients/python/tests
 
 openapi:
