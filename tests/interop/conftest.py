@@ -7,6 +7,7 @@ Run from the repository root:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +43,9 @@ def _serve_binary() -> Path:
     return binary
 
 
-@pytest.fixture(scope="session")
-def server():
+@contextlib.contextmanager
+def running_server(*extra_args: str) -> Iterator[Server]:
+    """A `crossl-serve serve` process with the bundled model on free ports, until the block ends."""
     env = dict(os.environ, CROSSL_LOG_JSON="true", RUST_LOG="info,ort=warn")
     process = subprocess.Popen(
         [
@@ -62,6 +65,7 @@ def server():
             # They expect window ends on whole seconds.
             "--window-phase",
             "aligned",
+            *extra_args,
         ],
         cwd=REPO,
         env=env,
@@ -110,6 +114,12 @@ def server():
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def server():
+    with running_server() as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[3]
 
 _spec = importlib.util.spec_from_file_location("crossl_interop_fixtures", REPO / "tests" / "interop" / "conftest.py")
@@ -21,3 +23,13 @@ sys.modules[_spec.name] = _fixtures  # dataclasses look their module up there
 _spec.loader.exec_module(_fixtures)
 
 server = _fixtures.server
+
+#: API keys of `keyed_server`.
+READER, WRITER = "client-reader", "client-writer"
+
+
+@pytest.fixture(scope="session")
+def keyed_server():
+    """The same server with auth on: READER may read, WRITER may ingest and read."""
+    with _fixtures.running_server("--api-key", f"{READER}:read", "--api-key", f"{WRITER}:ingest,read") as srv:
+        yield srv

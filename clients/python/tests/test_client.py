@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossl_client import ChunkRejected, Client, Prediction, load_csv
+from crossl_client import ChunkRejected, Client, CrosslError, Prediction, load_csv
 
 REPO = Path(__file__).resolve().parents[3]
 SECOND = 1_000_000_000
@@ -153,3 +153,27 @@ def test_refused_data(client, golden):
     assert predictions == []
     assert len(errors) == 15 * 6
     assert {e.reason for e in errors} == {refused.value.reason}
+
+
+def test_api_key_goes_with_every_call(keyed_server, golden):
+    from conftest import READER, WRITER
+
+    full = case(golden, "a01_p1")
+    with Client(keyed_server.grpc, keyed_server.http) as anonymous:
+        with pytest.raises(CrosslError) as refused:
+            anonymous.model()
+        assert (refused.value.kind, refused.value.status) == ("unauthenticated", 401)
+        with pytest.raises(CrosslError) as refused:
+            anonymous.latest("py-keyed")
+        assert refused.value.kind == "unauthenticated"
+    with Client(keyed_server.grpc, keyed_server.http, api_key=READER) as reader:
+        assert reader.model()["name"] == "crossl-dsads"
+        with pytest.raises(CrosslError) as refused:
+            list(reader.stream("py-keyed", recording(full), speed=0))
+        assert refused.value.kind == "permission_denied"
+    with Client(keyed_server.grpc, keyed_server.http, api_key=WRITER) as writer:
+        start = next_second()
+        predictions = list(writer.stream("py-keyed", recording(full), start_unix_nanos=start, speed=0))
+        assert window(predictions, start + 5 * SECOND).label == full["label"]
+        latest = writer.latest("py-keyed")
+        assert latest is not None and latest.device_id == "py-keyed"
