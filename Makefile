@@ -12,12 +12,12 @@ DSADS_ARCHIVE ?= ../shared/data/dsads/dsads_p1-p6.tar.xz
 DSADS_DIR ?= $(HOME)/.cache/crossl/dsads
 export CROSSL_DSADS_DIR := $(DSADS_DIR)
 
-.PHONY: help run build release setup-runtime setup-dev data test test-rust test-python test-interop \
+.PHONY: help run build release setup-runtime setup-dev data test test-rust test-python test-interop test-client \
         openapi lint bench demo load-test bench-capacity soak soak-ci
 
 help:
 	@echo "make run     - serve the bundled model (HTTP :8080, gRPC :50051, metrics :9090)"
-	@echo "make test    - run every test (Rust, Python training, Helm chart, gRPC interop)"
+	@echo "make test    - run every test (Rust, Python training, Helm chart, gRPC/OIP interop, Python client)"
 	@echo "make demo    - stream DSADS subject p1 to a running server and print online accuracy"
 	@echo "make bench   - criterion benchmarks (see docs/benchmarks.md)"
 	@echo "make load-test - k6 against a running server (make run in another terminal)"
@@ -45,7 +45,7 @@ data: setup-runtime
 	@if [ -f "$(DSADS_DIR)/data/a19/p6/s60.txt" ]; then echo "DSADS already unpacked in $(DSADS_DIR)"; \
 	else PYTHONPATH=training $(PY) -m crossl unpack --archive "$(DSADS_ARCHIVE)" --out "$(DSADS_DIR)"; fi
 
-test: setup-dev data build test-rust test-python test-interop soak-ci
+test: setup-dev data build test-rust test-python test-interop test-client soak-ci
 	@echo "all test suites passed"
 
 # REDIS_SERVER_BIN: the real redis-server the shared-store tests (tests/redis_*.rs) start; never skipped.
@@ -58,6 +58,12 @@ test-python:
 
 test-interop:
 	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q tests/interop
+
+# The Python client (clients/python, installed into .venv by `scripts/setup.sh dev`): its type check (mypy
+# --strict, settings in its pyproject.toml) and its tests against a real server.
+test-client:
+	cd clients/python && ../../$(PY) -m mypy
+	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q clients/python/tests
 
 openapi:
 	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" UPDATE_OPENAPI=1 cargo test --locked --test openapi

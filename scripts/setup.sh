@@ -41,7 +41,21 @@ ensure_chromium() {
   fi
   command -v chromium >/dev/null || echo "setup: no chromium: the status-page browser test will fail" >&2
 }
+# The Python client (clients/python), editable, its gRPC stubs generated from proto/ by its build
+# (grpcio-tools from requirements/dev.txt, hence no build isolation). Redone when the proto or the package
+# metadata changed, or the venv's copy points at another checkout.
+install_client() {
+  local stamp=.venv/.stamp-crossl-client
+  local want
+  want=$(cat proto/crossl/v1/crossl.proto clients/python/pyproject.toml clients/python/setup.py \
+    clients/python/gen_stubs.py | sha256sum | cut -d' ' -f1)" $root"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+    && [ -f clients/python/src/crossl_client/_proto/crossl_v1_pb2.py ]; then return 0; fi
+  echo "setup: pip install -e clients/python" >&2
+  .venv/bin/pip install --quiet --no-build-isolation -e clients/python
+  echo "$want" > "$stamp"
+}
 case "$what" in
-  dev) install requirements/dev.txt; ensure_redis_server; ensure_chromium ;;
+  dev) install requirements/dev.txt; ensure_redis_server; ensure_chromium; install_client ;;
   bench) install requirements/bench.txt ;;
 esac

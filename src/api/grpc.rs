@@ -1,6 +1,7 @@
 //! gRPC adapter (tonic): `crossl.v1.Ingest` (bidirectional device/gateway streams, one-window Predict) and
-//! `crossl.v1.Predictions` (Watch, Latest) over the protocol-neutral core, plus standard health and
-//! reflection. API keys are checked by an interceptor per service.
+//! `crossl.v1.Predictions` (Watch, Latest) over the protocol-neutral core, the Open Inference Protocol's
+//! `inference.GRPCInferenceService` (`api::oip_grpc`), plus standard health and reflection. API keys are
+//! checked by an interceptor per crossl.v1 service (per method in the inference service).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -30,18 +31,21 @@ const TRANSPORT: &str = "grpc";
 /// Chunk errors (and the final status) queued per stream before the stream's reader waits for its client.
 const STREAM_ERROR_BUFFER: usize = 64;
 
-/// The gRPC services `app::serve` mounts on the gRPC listener: Ingest, Predictions, health, reflection.
+/// The gRPC services `app::serve` mounts on the gRPC listener: Ingest, Predictions, the OIP inference
+/// service, health, reflection.
 pub fn routes(core: Core) -> tonic::service::Routes {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(core.clone(), health_reporter));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(proto::inference::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the compiled-in descriptor sets are valid");
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(proto::inference::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the compiled-in descriptor sets are valid");
@@ -77,6 +81,10 @@ pub fn routes(core: Core) -> tonic::service::Routes {
         })
         .add_service(OversizedIsResourceExhausted {
             inner: predictions,
+            core: core.clone(),
+        })
+        .add_service(OversizedIsResourceExhausted {
+            inner: super::oip_grpc::server(core.clone()),
             core,
         })
 }
@@ -186,7 +194,12 @@ impl From<Error> for Status {
 /// with the service.
 async fn report_health(core: Core, reporter: tonic_health::server::HealthReporter) {
     use tonic_health::ServingStatus;
-    const SERVICES: [&str; 3] = ["", "crossl.v1.Ingest", "crossl.v1.Predictions"];
+    const SERVICES: [&str; 4] = [
+        "",
+        "crossl.v1.Ingest",
+        "crossl.v1.Predictions",
+        "inference.GRPCInferenceService",
+    ];
     let mut health = core.health.clone();
     loop {
         let ready = health.borrow_and_update().phase == crate::app::Phase::Ready;

@@ -1,31 +1,46 @@
-//! Open Inference Protocol (KServe v2) subset, so generic tooling can call the model: health, model
-//! metadata/readiness, and `infer` with the ONNX inputs by name (FP32, explicit shape, row-major data).
+//! Open Inference Protocol (KServe v2) over HTTP/JSON, so generic tooling can call the model: server
+//! metadata, health, model metadata/readiness and `infer` (also under `/versions/{version}`), with the
+//! ONNX inputs by name (FP32, explicit shape, row-major data) and optional output selection. The protocol
+//! logic is shared with the gRPC service in `api::oip`.
 
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::body::TensorData;
-use super::http_error::{AppJson, AppPath, ErrorBody};
+use super::http_error::{AppPath, ErrorBody};
+use super::oip;
 use super::rest::OneShotPermit;
 use crate::app::Core;
 use crate::error::Error;
 use crate::ingest::Transport;
-use crate::model::{Manifest, ModelInput};
 
 /// KServe v2 routes.
 pub fn router(core: Core) -> axum::Router {
     axum::Router::new()
+        .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{model_name}", get(model_metadata))
         .route("/v2/models/{model_name}/ready", get(model_ready))
         .route("/v2/models/{model_name}/infer", post(infer))
+        .route(
+            "/v2/models/{model_name}/versions/{model_version}",
+            get(versioned_model_metadata),
+        )
+        .route(
+            "/v2/models/{model_name}/versions/{model_version}/ready",
+            get(versioned_model_ready),
+        )
+        .route(
+            "/v2/models/{model_name}/versions/{model_version}/infer",
+            post(versioned_infer),
+        )
         .with_state(core)
 }
 
@@ -89,26 +104,49 @@ pub struct ModelMetadata {
     pub outputs: Vec<TensorMetadata>,
 }
 
-fn check_name(core: &Core, name: &str) -> Result<(), Error> {
-    if name == core.manifest.name {
-        Ok(())
-    } else {
-        Err(Error::NotFound(format!(
-            "unknown model {name:?}; this server serves {:?}",
-            core.manifest.name
-        )))
+impl From<oip::TensorSpec> for TensorMetadata {
+    fn from(t: oip::TensorSpec) -> Self {
+        Self {
+            name: t.name,
+            datatype: t.datatype.to_string(),
+            shape: t.shape,
+        }
     }
 }
 
-fn tensor(name: &str, shape: Vec<i64>) -> TensorMetadata {
-    TensorMetadata {
-        name: name.to_string(),
-        datatype: "FP32".into(),
-        shape,
-    }
+fn metadata(core: &Core, name: &str, version: Option<&str>) -> Result<ModelMetadata, Error> {
+    oip::check_model(&core.manifest, name, version)?;
+    let info = oip::model_info(&core.manifest);
+    Ok(ModelMetadata {
+        name: info.name,
+        versions: info.versions,
+        platform: info.platform.to_string(),
+        inputs: info.inputs.into_iter().map(Into::into).collect(),
+        outputs: info.outputs.into_iter().map(Into::into).collect(),
+    })
 }
 
-/// Model metadata: inputs and outputs with their shapes.
+/// `GET /v2`: the server's name, version and supported protocol extensions.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServerMetadata {
+    pub name: String,
+    pub version: String,
+    /// Optional OIP extensions supported (none: no binary tensor data, model repository, statistics …).
+    pub extensions: Vec<String>,
+}
+
+/// Server metadata (open, like the health routes).
+#[utoipa::path(get, path = "/v2", responses((status = 200, body = ServerMetadata)))]
+pub async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: oip::SERVER_NAME.into(),
+        version: oip::SERVER_VERSION.into(),
+        extensions: oip::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+    })
+}
+
+/// Model metadata: inputs (one per modality in manifest order, then `present`, whose columns follow the
+/// same order) and outputs with their shapes.
 #[utoipa::path(
     get, path = "/v2/models/{model_name}",
     params(("model_name" = String, Path, description = "Model name from model.json")),
@@ -118,34 +156,21 @@ pub async fn model_metadata(
     State(core): State<Core>,
     AppPath(model_name): AppPath<String>,
 ) -> Result<Json<ModelMetadata>, Error> {
-    check_name(&core, &model_name)?;
-    let m = &core.manifest;
-    let mut inputs: Vec<TensorMetadata> = m
-        .modalities
-        .iter()
-        .map(|s| {
-            tensor(
-                &s.input,
-                vec![-1, s.channels as i64, s.window_samples as i64],
-            )
-        })
-        .collect();
-    inputs.push(tensor(
-        &m.inputs.present,
-        vec![-1, m.modalities.len() as i64],
-    ));
-    let k = m.classes.len() as i64;
-    Ok(Json(ModelMetadata {
-        name: m.name.clone(),
-        versions: vec![m.version.clone()],
-        platform: "onnxruntime_onnx".into(),
-        inputs,
-        outputs: vec![
-            tensor(&m.outputs.logits, vec![-1, k]),
-            tensor(&m.outputs.probabilities, vec![-1, k]),
-            tensor(&m.outputs.embedding, vec![-1, m.embedding_size as i64]),
-        ],
-    }))
+    metadata(&core, &model_name, None).map(Json)
+}
+
+/// Metadata of one model version (404 for a version other than the manifest's).
+#[utoipa::path(
+    get, path = "/v2/models/{model_name}/versions/{model_version}",
+    params(("model_name" = String, Path, description = "Model name from model.json"),
+           ("model_version" = String, Path, description = "Model version from model.json")),
+    responses((status = 200, body = ModelMetadata), (status = 404, body = ErrorBody))
+)]
+pub async fn versioned_model_metadata(
+    State(core): State<Core>,
+    AppPath((model_name, model_version)): AppPath<(String, String)>,
+) -> Result<Json<ModelMetadata>, Error> {
+    metadata(&core, &model_name, Some(&model_version)).map(Json)
 }
 
 /// Model readiness.
@@ -158,7 +183,22 @@ pub async fn model_ready(
     State(core): State<Core>,
     AppPath(model_name): AppPath<String>,
 ) -> Result<Response, Error> {
-    check_name(&core, &model_name)?;
+    oip::check_model(&core.manifest, &model_name, None)?;
+    Ok(readiness(&core))
+}
+
+/// Readiness of one model version (404 for a version other than the manifest's).
+#[utoipa::path(
+    get, path = "/v2/models/{model_name}/versions/{model_version}/ready",
+    params(("model_name" = String, Path, description = "Model name from model.json"),
+           ("model_version" = String, Path, description = "Model version from model.json")),
+    responses((status = 200, body = V2Status), (status = 503, body = V2Status), (status = 404, body = ErrorBody))
+)]
+pub async fn versioned_model_ready(
+    State(core): State<Core>,
+    AppPath((model_name, model_version)): AppPath<(String, String)>,
+) -> Result<Response, Error> {
+    oip::check_model(&core.manifest, &model_name, Some(&model_version))?;
     Ok(readiness(&core))
 }
 
@@ -176,9 +216,19 @@ pub struct InferInput {
 /// `POST /v2/models/{name}/infer` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InferRequest {
+    /// Echoed in the answer.
     #[serde(default)]
     pub id: Option<String>,
     pub inputs: Vec<InferInput>,
+    /// The outputs to return, in this order; absent or empty = all three. An unknown name is a 400.
+    #[serde(default)]
+    pub outputs: Vec<RequestedOutput>,
+}
+
+/// One output an infer request asks for (its `parameters` are accepted and ignored: outputs are JSON).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct RequestedOutput {
+    pub name: String,
 }
 
 /// One output tensor.
@@ -201,16 +251,17 @@ pub struct InferResponse {
 }
 
 /// Runs the model on a batch given as its ONNX inputs: `x_<modality>` `[batch, channels, window_samples]`
-/// and optionally `present` `[batch, n_modalities]` (default: 1 for every modality input given). The
-/// batch is at most `--max-request-rows` rows, each with at least one modality present; its rows enter
-/// the one-shot queue together (or the request is refused with 429) and are batched with other traffic.
-/// Absent modalities are zeroed before inference.
+/// and optionally `present` `[batch, n_modalities]` (columns in the manifest's modality order, the order
+/// of the inputs in the model metadata; default: 1 for every modality input given). The batch is at most
+/// `--max-request-rows` rows, each with at least one modality present; its rows enter the one-shot queue
+/// together (or the request is refused with 429) and are batched with other traffic. Absent modalities
+/// are zeroed before inference. `outputs` picks which outputs come back (default all); `id` is echoed.
 #[utoipa::path(
     post, path = "/v2/models/{model_name}/infer",
     params(("model_name" = String, Path, description = "Model name from model.json")),
     request_body = InferRequest,
     responses((status = 200, body = InferResponse),
-              (status = 400, body = ErrorBody, description = "bad input, too many rows, a row with no modality present"),
+              (status = 400, body = ErrorBody, description = "bad input, too many rows, a row with no modality present, an unknown output, binary tensor data"),
               (status = 404, body = ErrorBody),
               (status = 429, body = ErrorBody, description = "one-shot queue full, or this client's concurrent one-shot requests at their limit"),
               (status = 503, body = ErrorBody))
@@ -218,206 +269,148 @@ pub struct InferResponse {
 pub async fn infer(
     State(core): State<Core>,
     AppPath(model_name): AppPath<String>,
+    headers: HeaderMap,
     permit: Result<OneShotPermit, Error>,
-    request: Result<AppJson<InferRequest>, Error>,
+    request: Result<OipJson<InferRequest>, Error>,
 ) -> Result<Json<InferResponse>, Error> {
-    check_name(&core, &model_name)?;
-    let arrived = Instant::now();
-    let transport = Transport::Rest.as_str();
-    core.metrics
-        .predict_requests
-        .with_label_values(&[transport])
-        .inc();
-    let result = match (permit, request) {
-        (Ok(_permit), Ok(AppJson(request))) => run_infer(&core, request, arrived).await,
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    if let Err(e) = &result {
-        core.metrics
-            .predict_rejected
-            .with_label_values(&[transport, e.reason()])
-            .inc();
-    }
-    result.map(Json)
+    run_infer(&core, model_name, None, &headers, permit, request).await
 }
+
+/// [`infer`] for one model version (404 for a version other than the manifest's).
+#[utoipa::path(
+    post, path = "/v2/models/{model_name}/versions/{model_version}/infer",
+    params(("model_name" = String, Path, description = "Model name from model.json"),
+           ("model_version" = String, Path, description = "Model version from model.json")),
+    request_body = InferRequest,
+    responses((status = 200, body = InferResponse),
+              (status = 400, body = ErrorBody, description = "bad input, too many rows, a row with no modality present, an unknown output, binary tensor data"),
+              (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "one-shot queue full, or this client's concurrent one-shot requests at their limit"),
+              (status = 503, body = ErrorBody))
+)]
+pub async fn versioned_infer(
+    State(core): State<Core>,
+    AppPath((model_name, model_version)): AppPath<(String, String)>,
+    headers: HeaderMap,
+    permit: Result<OneShotPermit, Error>,
+    request: Result<OipJson<InferRequest>, Error>,
+) -> Result<Json<InferResponse>, Error> {
+    run_infer(
+        &core,
+        model_name,
+        Some(model_version),
+        &headers,
+        permit,
+        request,
+    )
+    .await
+}
+
+/// A JSON body as OIP clients send it: like `Json`, but a request without a content type is read as
+/// JSON too (tritonclient and curl's `-d` without `-H` send none); another content type is refused
+/// (`bad_content_type`), and the body limit is `--max-body-bytes` (413).
+#[derive(Debug)]
+pub struct OipJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OipJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Error> {
+        if let Some(content_type) = request.headers().get(axum::http::header::CONTENT_TYPE) {
+            let json = content_type.to_str().is_ok_and(|ct| {
+                let essence = ct.split(';').next().unwrap_or_default().trim();
+                essence.eq_ignore_ascii_case("application/json")
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+            if !json {
+                return Err(Error::invalid(
+                    "bad_content_type",
+                    "Expected request with `Content-Type: application/json`",
+                ));
+            }
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge(format!(
+                        "request body too large: {}",
+                        rejection.body_text()
+                    ))
+                } else {
+                    Error::invalid("bad_json", rejection.body_text())
+                }
+            })?;
+        serde_json::from_slice(&bytes).map(OipJson).map_err(|e| {
+            Error::invalid(
+                "bad_json",
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        })
+    }
+}
+
+/// Header of the OIP binary tensor data extension (a JSON header followed by raw tensor bytes).
+const BINARY_HEADER: &str = "inference-header-content-length";
 
 async fn run_infer(
     core: &Core,
-    request: InferRequest,
-    arrived: Instant,
-) -> Result<InferResponse, Error> {
-    let m = &core.manifest;
-    let rows = to_model_inputs(m, request.inputs, core.args.max_request_rows)?;
-    let batch = rows.len();
-    let answers = core.predict_rows(rows, arrived).await?;
-    let k = m.classes.len();
-    let (mut logits, mut probabilities, mut embedding) = (
-        Vec::with_capacity(batch * k),
-        Vec::with_capacity(batch * k),
-        Vec::with_capacity(batch * m.embedding_size),
-    );
-    for a in answers {
-        logits.extend(a.output.logits);
-        probabilities.extend(a.output.probabilities);
-        embedding.extend(a.output.embedding);
-    }
-    let out = |name: &str, width: usize, data: Vec<f32>| InferOutput {
-        name: name.to_string(),
-        shape: vec![batch as i64, width as i64],
-        datatype: "FP32".into(),
-        data,
-    };
-    Ok(InferResponse {
-        model_name: m.name.clone(),
-        model_version: m.version.clone(),
-        id: request.id,
-        outputs: vec![
-            out(&m.outputs.logits, k, logits),
-            out(&m.outputs.probabilities, k, probabilities),
-            out(&m.outputs.embedding, m.embedding_size, embedding),
-        ],
-    })
-}
-
-/// Splits the named batch tensors into per-window model inputs, checking names, types and shapes.
-fn to_model_inputs(
-    m: &Manifest,
-    inputs: Vec<InferInput>,
-    max_rows: usize,
-) -> Result<Vec<ModelInput>, Error> {
-    let mut batch: Option<usize> = None;
-    let mut given: Vec<Option<Vec<f32>>> = vec![None; m.modalities.len()];
-    let mut present: Option<Vec<f32>> = None;
-    for input in inputs {
-        if input.datatype != "FP32" {
+    model_name: String,
+    model_version: Option<String>,
+    headers: &HeaderMap,
+    permit: Result<OneShotPermit, Error>,
+    request: Result<OipJson<InferRequest>, Error>,
+) -> Result<Json<InferResponse>, Error> {
+    let arrived = Instant::now();
+    oip::counted(core, Transport::Rest, async {
+        if headers.contains_key(BINARY_HEADER) {
             return Err(Error::invalid(
-                "wrong_datatype",
-                format!(
-                    "input {:?} has datatype {}, only FP32 is accepted",
-                    input.name, input.datatype
-                ),
+                "binary_tensor_data",
+                "the binary tensor data extension is not supported: send the tensors as JSON `data` \
+                 (tritonclient: binary_data=False), or use the gRPC service with raw_input_contents",
             ));
         }
-        let (idx, expected): (Option<usize>, Vec<usize>) = if input.name == m.inputs.present {
-            (None, vec![m.modalities.len()])
-        } else if let Some(i) = m.modalities.iter().position(|s| s.input == input.name) {
-            (
-                Some(i),
-                vec![m.modalities[i].channels, m.modalities[i].window_samples],
-            )
-        } else {
-            return Err(Error::invalid(
-                "unknown_modality",
-                format!(
-                    "unknown input {:?}; the model takes {}, {}",
-                    input.name,
-                    m.modalities
-                        .iter()
-                        .map(|s| s.input.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    m.inputs.present
-                ),
-            ));
+        let (_permit, OipJson(request)) = match (permit, request) {
+            (Ok(permit), Ok(request)) => (permit, request),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
         };
-        let shape_ok = input.shape.len() == expected.len() + 1
-            && input.shape[0] >= 1
-            && input.shape[1..]
-                .iter()
-                .zip(&expected)
-                .all(|(&got, &want)| got == want as i64);
-        if !shape_ok {
-            return Err(Error::invalid(
-                "wrong_shape",
-                format!(
-                    "input {:?} has shape {:?}, expected [batch, {expected:?}]",
-                    input.name, input.shape
-                ),
-            ));
-        }
-        let rows = input.shape[0] as usize;
-        if rows > max_rows {
-            return Err(Error::invalid(
-                "too_many_rows",
-                format!(
-                    "batch of {rows} rows; at most {max_rows} per request (--max-request-rows): \
-                     split it into several requests"
-                ),
-            ));
-        }
-        if *batch.get_or_insert(rows) != rows {
-            return Err(Error::invalid(
-                "wrong_shape",
-                format!(
-                    "input {:?} has batch size {rows}, other inputs have {}",
-                    input.name,
-                    batch.unwrap_or(0)
-                ),
-            ));
-        }
-        if let Some(problem) = input.data.problem {
-            return Err(problem.into_error(&input.name));
-        }
-        let data = input.data.values;
-        if data.len() != rows * expected.iter().product::<usize>() {
-            return Err(Error::invalid(
-                "wrong_length",
-                format!(
-                    "input {:?} has {} values, its shape {:?} needs {}",
-                    input.name,
-                    data.len(),
-                    input.shape,
-                    rows * expected.iter().product::<usize>()
-                ),
-            ));
-        }
-        match idx {
-            Some(i) => given[i] = Some(data),
-            None => present = Some(data),
-        }
-    }
-    let rows = batch.ok_or_else(|| Error::invalid("wrong_length", "the request has no inputs"))?;
-    let n_mod = m.modalities.len();
-    let mut out = Vec::with_capacity(rows);
-    for r in 0..rows {
-        let mut input = ModelInput::zeros(m);
-        for (i, spec) in m.modalities.iter().enumerate() {
-            let flag = match &present {
-                Some(p) => p[r * n_mod + i] != 0.0,
-                None => given[i].is_some(),
-            };
-            match (&given[i], flag) {
-                (Some(data), true) => {
-                    let len = spec.window_len();
-                    input.modalities[i].copy_from_slice(&data[r * len..(r + 1) * len]);
-                    input.present[i] = true;
-                }
-                (None, true) => {
-                    return Err(Error::invalid(
-                        "wrong_length",
-                        format!(
-                            "present marks {:?} present in row {r}, but input {:?} is missing",
-                            spec.name, spec.input
-                        ),
-                    ));
-                }
-                (_, false) => {}
-            }
-        }
-        if !input.present.contains(&true) {
-            return Err(Error::invalid(
-                "all_absent",
-                format!(
-                    "row {r} has no modality present; every row needs at least one of {}",
-                    m.modalities
-                        .iter()
-                        .map(|s| s.input.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-        out.push(input);
-    }
-    Ok(out)
+        let request = oip::InferRequest {
+            model_name,
+            model_version,
+            id: request.id,
+            inputs: request
+                .inputs
+                .into_iter()
+                .map(|input| oip::InputTensor {
+                    problem: input.data.problem.map(|p| p.into_error(&input.name)),
+                    data: input.data.values,
+                    name: input.name,
+                    datatype: input.datatype,
+                    shape: input.shape,
+                })
+                .collect(),
+            outputs: request.outputs.into_iter().map(|o| o.name).collect(),
+        };
+        let answer = oip::infer(core, request, arrived).await?;
+        Ok(Json(InferResponse {
+            model_name: answer.model_name,
+            model_version: answer.model_version,
+            id: answer.id,
+            outputs: answer
+                .outputs
+                .into_iter()
+                .map(|o| InferOutput {
+                    name: o.name,
+                    shape: o.shape,
+                    datatype: oip::FP32.into(),
+                    data: o.data,
+                })
+                .collect(),
+        }))
+    })
+    .await
 }

@@ -1,5 +1,6 @@
-//! Transport adapters over the core: REST (+ KServe v2, health, OpenAPI), WebSocket and gRPC; the status
-//! page and Swagger UI for people (`status`).
+//! Transport adapters over the core: REST (+ KServe v2, health, OpenAPI), WebSocket and gRPC (crossl.v1
+//! and the Open Inference Protocol's `inference.GRPCInferenceService`); the status page and Swagger UI for
+//! people (`status`).
 
 pub mod auth;
 pub mod body;
@@ -9,6 +10,8 @@ pub mod http_error;
 pub mod kserve;
 pub mod labels;
 pub mod listeners;
+pub mod oip;
+pub mod oip_grpc;
 pub mod rest;
 pub mod status;
 pub mod tls;

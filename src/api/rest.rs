@@ -93,11 +93,15 @@ async fn metrics(State(core): State<Core>) -> Response {
         predict,
         super::status::status,
         embed,
+        super::kserve::server_metadata,
         super::kserve::live,
         super::kserve::ready,
         super::kserve::model_metadata,
         super::kserve::model_ready,
-        super::kserve::infer
+        super::kserve::infer,
+        super::kserve::versioned_model_metadata,
+        super::kserve::versioned_model_ready,
+        super::kserve::versioned_infer
     ),
     components(schemas(
         ErrorBody,
