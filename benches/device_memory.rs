@@ -97,7 +97,8 @@ fn main() {
 
     // Store: every device's history at its cap, with predictions shaped like the bundled model's.
     let classes = manifest.classes.clone();
-    let present: Vec<String> = manifest.modalities.iter().map(|m| m.name.clone()).collect();
+    // As the batcher hands them out: one shared list per present set.
+    let present: Arc<[String]> = manifest.modalities.iter().map(|m| m.name.clone()).collect();
     let before = live();
     let store = PredictionStore::new(history_len, 16);
     for k in 0..history_len as i64 {
@@ -109,8 +110,10 @@ fn main() {
                 class_index: k as usize % classes.len(),
                 probabilities: vec![1.0 / classes.len() as f32; classes.len()],
                 embedding: vec![0.5; manifest.embedding_size],
-                present_modalities: present.clone(),
+                present_modalities: Arc::clone(&present),
                 timings: Timings::default(),
+                personalized: false,
+                general: None,
             });
         }
     }

@@ -147,7 +147,7 @@ async fn shutdown_stops_accepting_then_finishes_queued_work_and_pending_windows(
         .store
         .latest("dev-drain")
         .expect("pending window was flushed and predicted");
-    assert_eq!(flushed.present_modalities, vec![names[0].clone()]);
+    assert_eq!(flushed.present_modalities.to_vec(), vec![names[0].clone()]);
     assert!(
         reqwest::get(server.url("/healthz")).await.is_err(),
         "the HTTP listener is closed after shutdown"

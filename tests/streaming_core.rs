@@ -96,7 +96,7 @@ async fn streamed_golden_window_matches_pytorch_and_reaches_store_and_feed() {
         .filter(|s| case.modalities.contains_key(&s.name))
         .map(|s| s.name.clone())
         .collect();
-    assert_eq!(prediction.present_modalities, want_present);
+    assert_eq!(prediction.present_modalities.to_vec(), want_present);
     assert!(prediction.timings.end_to_end_seconds > 0.0);
 
     // The store and the REST views agree.

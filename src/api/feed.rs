@@ -383,7 +383,7 @@ mod tests {
             class_index: 0,
             probabilities: vec![1.0],
             embedding: vec![],
-            present_modalities: vec![],
+            present_modalities: Vec::new().into(),
             timings: Timings::default(),
             personalized: false,
             general: None,

@@ -260,7 +260,7 @@ fn prediction_to_proto(p: &Prediction) -> proto::Prediction {
         class_index: p.class_index as u32,
         probabilities: p.probabilities.clone(),
         embedding: p.embedding.clone(),
-        present_modalities: p.present_modalities.clone(),
+        present_modalities: p.present_modalities.to_vec(),
         timings: Some(proto::Timings {
             queue_seconds: p.timings.queue_seconds,
             compute_seconds: p.timings.compute_seconds,

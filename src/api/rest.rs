@@ -333,7 +333,7 @@ impl LatestSummary {
             class_index: p.class_index,
             confidence: p.probabilities.get(p.class_index).copied().unwrap_or(0.0),
             window_end_unix_nanos: p.window_end_unix_nanos,
-            present_modalities: p.present_modalities.clone(),
+            present_modalities: p.present_modalities.to_vec(),
         }
     }
 }

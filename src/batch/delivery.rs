@@ -26,6 +26,36 @@ pub(super) struct Sink {
     pub(super) manifest: Arc<Manifest>,
     pub(super) store: PredictionStore,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) present_names: PresentNames,
+}
+
+/// One shared list of modality names per present set: a prediction's `present_modalities` points at it
+/// instead of owning 15 strings (≈ 560 of a stored prediction's 964 bytes). Bounded: past `MAX_SETS`
+/// distinct sets (2^15 exist for 15 modalities) a set gets its own list, as before.
+#[derive(Clone, Debug, Default)]
+pub(super) struct PresentNames {
+    sets: Arc<dashmap::DashMap<Vec<bool>, Arc<[String]>>>,
+}
+
+impl PresentNames {
+    const MAX_SETS: usize = 1024;
+
+    pub(super) fn get(&self, manifest: &Manifest, present: &[bool]) -> Arc<[String]> {
+        if let Some(names) = self.sets.get(present) {
+            return Arc::clone(&names);
+        }
+        let names: Arc<[String]> = manifest
+            .modalities
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| **p)
+            .map(|(spec, _)| spec.name.clone())
+            .collect();
+        if self.sets.len() < Self::MAX_SETS {
+            self.sets.insert(present.to_vec(), Arc::clone(&names));
+        }
+        names
+    }
 }
 
 impl Sink {
@@ -118,14 +148,7 @@ impl Sink {
                         class_index,
                         probabilities: row.probabilities,
                         embedding: row.embedding,
-                        present_modalities: self
-                            .manifest
-                            .modalities
-                            .iter()
-                            .zip(&meta.present)
-                            .filter(|(_, p)| **p)
-                            .map(|(spec, _)| spec.name.clone())
-                            .collect(),
+                        present_modalities: self.present_names.get(&self.manifest, &meta.present),
                         timings,
                         personalized: false,
                         general: None,

@@ -170,6 +170,7 @@ impl Batcher {
             manifest: Arc::clone(&manifest),
             store,
             metrics,
+            present_names: delivery::PresentNames::default(),
         };
         let task = tokio::spawn(actor::run(
             config,

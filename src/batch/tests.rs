@@ -242,7 +242,7 @@ async fn streaming_windows_go_to_the_store_and_inference_errors_are_counted() {
     assert_eq!(p.window_end_unix_nanos, 42);
     assert_eq!(p.label, "b");
     assert_eq!(
-        p.present_modalities,
+        p.present_modalities.to_vec(),
         vec!["acc".to_string(), "gyro".to_string()]
     );
     assert_eq!(h.store.latest("dev-1").as_deref(), Some(&*p));

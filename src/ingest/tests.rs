@@ -132,7 +132,10 @@ async fn chunks_become_windows_and_predictions() {
     );
     let preds = wait_for_predictions(&h.store, "d1", 2).await;
     assert_eq!(preds[1].window_end_unix_nanos, T0);
-    assert_eq!(preds[1].present_modalities, vec!["acc".to_string()]);
+    assert_eq!(
+        preds[1].present_modalities.to_vec(),
+        vec!["acc".to_string()]
+    );
     assert_eq!(preds[1].embedding, vec![7.0; 4]);
     assert_eq!(
         h.metrics

@@ -481,7 +481,7 @@ impl PersonalHeads {
             class_index: std::mem::replace(&mut prediction.class_index, class_index),
             probabilities: std::mem::replace(&mut prediction.probabilities, personal),
         };
-        prediction.general = Some(general);
+        prediction.general = Some(Box::new(general));
         prediction.personalized = true;
         self.inner.applied.inc();
     }
@@ -792,7 +792,7 @@ mod tests {
             class_index: 0,
             probabilities: vec![0.8, 0.1, 0.1],
             embedding: vec![1.0, 0.05, 0.0],
-            present_modalities: vec![],
+            present_modalities: Vec::new().into(),
             timings: Default::default(),
             personalized: false,
             general: None,

@@ -186,7 +186,7 @@ pub fn flood_prediction(
         class_index: 0,
         probabilities: vec![0.05; 19],
         embedding: vec![0.25; 32],
-        present_modalities: vec!["torso_acc".into(); 15],
+        present_modalities: vec!["torso_acc".to_string(); 15].into(),
         timings: Default::default(),
         personalized: false,
         general: None,

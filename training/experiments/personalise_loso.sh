@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# personalisation gain on an unseen subject: fine-tune the outer fold's pre-training on the other five
+# subjects (the nested run's checkpoint), export, score the head on the held-out subject.
+set -euo pipefail
+t=$1; shift
+train=$(echo p1 p2 p3 p4 p5 p6 | tr ' ' '\n' | grep -v "^$t$" | paste -sd,)
+ckpt=training/runs/nested/nested_$t/pretrain_$(echo $train | tr ',' '_').pt
+out=training/runs/personalise-loso/$t
+mkdir -p $out
+.venv/bin/python -m crossl finetune --threads 1 --coverage 0.5 --subjects $train --pretrained $ckpt --out $out/finetuned.pt
+.venv/bin/python -m crossl export --checkpoint $out/finetuned.pt --out $out/model --version fold-$t
+.venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --out $out
