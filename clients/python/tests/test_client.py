@@ -177,3 +177,30 @@ def test_api_key_goes_with_every_call(keyed_server, golden):
         assert window(predictions, start + 5 * SECOND).label == full["label"]
         latest = writer.latest("py-keyed")
         assert latest is not None and latest.device_id == "py-keyed"
+
+
+def test_label_a_span_personalises_the_device_and_clearing_restores_the_model(client, golden):
+    full = case(golden, "a05_p2")
+    general = full["label"]
+    personal = "rowing" if general != "rowing" else "cycling_horizontal"
+    start = next_second()
+    first = list(client.stream("py-labelled", recording(full), start_unix_nanos=start, speed=0))
+    assert window(first, start + 5 * SECOND).label == general
+
+    answer = client.label("py-labelled", personal, start, start + 6 * SECOND)
+    assert personal in json.dumps(answer)
+    assert personal in json.dumps(client.labels("py-labelled"))
+
+    # The same data again, later: the personal head answers, with the label the span was given.
+    again = next_second()
+    second = list(client.stream("py-labelled", recording(full), start_unix_nanos=again, speed=0))
+    p = window(second, again + 5 * SECOND)
+    assert p.personalized and p.label == personal, p
+
+    client.clear_labels("py-labelled")
+    with pytest.raises(CrosslError):
+        client.label("py-labelled", "not_a_class", again, again + 6 * SECOND)
+    third_start = next_second()
+    third = list(client.stream("py-labelled", recording(full), start_unix_nanos=third_start, speed=0))
+    p = window(third, third_start + 5 * SECOND)
+    assert not p.personalized and p.label == general, p
