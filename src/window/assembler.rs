@@ -301,6 +301,18 @@ impl DeviceWindows {
         let last_sample =
             super::buffer::sample_time(start, n_rows.saturating_sub(1), spec.sample_rate_hz);
         if self.drop_before(m).is_some_and(|limit| last_sample < limit) {
+            if !self.hello_pending
+                && self
+                    .late_before(m)
+                    .is_some_and(|limit| last_sample >= limit)
+            {
+                // Between two windows that do not touch (hop > window): no window wants it, but time did
+                // not go backwards. Skipped, not late; the device is alive.
+                self.last_seen = now;
+                self.last_chunk_at = Some(now);
+                outcome.samples.unused = n_rows;
+                return outcome;
+            }
             if !self.hello_pending {
                 // Time went backwards within the timeline: late data, refused whole. Only a hello may
                 // restart a timeline, so one stray old chunk cannot erase a live device's windows.
@@ -314,6 +326,7 @@ impl DeviceWindows {
         self.last_seen = now;
         self.last_chunk_at = Some(now);
         let drop_before = self.drop_before(m);
+        let late_before = self.late_before(m);
         let state = &mut self.modalities[m];
         if state
             .newest
@@ -333,7 +346,7 @@ impl DeviceWindows {
         }
         state.prev_chunk = Some((start, n_rows));
         state.last_heard = Some(now);
-        outcome.samples = state.buffer.insert(start, rows, drop_before);
+        outcome.samples = state.buffer.insert(start, rows, drop_before, late_before);
         if outcome.samples.accepted > 0 {
             let last = state.buffer.last_time();
             state.newest = state.newest.max(last);
@@ -358,6 +371,15 @@ impl DeviceWindows {
         }
         self.newest = None;
         self.last_closed_end = None;
+    }
+
+    /// Samples of modality `m` older than this are late: the data has moved past a window that closed.
+    /// Equal to [`Self::drop_before`] when windows touch or overlap (hop ≤ window); earlier when the hop is
+    /// longer than the window, where what lies between a closed window and the next one is only unused.
+    fn late_before(&self, m: usize) -> Option<i64> {
+        self.drop_before(m)
+            .zip(self.last_closed_end)
+            .map(|(drop, lc)| drop.min(lc))
     }
 
     /// The first window end on this device's grid strictly after `t`.

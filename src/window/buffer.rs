@@ -14,6 +14,9 @@ pub struct InsertStats {
     pub out_of_order: usize,
     /// Oldest samples dropped because the buffer hit its cap.
     pub overflow: usize,
+    /// Between two windows that do not touch (hop longer than the window): no window needs them, so they
+    /// are skipped, which is neither late nor an error.
+    pub unused: usize,
 }
 
 /// Sample times and values (row-major, `channels` per sample), ordered by time, no two within half a
@@ -67,19 +70,25 @@ impl ModalityBuffer {
         self.values.clear();
     }
 
-    /// Inserts the rows of a chunk (sample i at start + i/rate). Samples before `drop_before` are late.
+    /// Inserts the rows of a chunk (sample i at start + i/rate). Samples before `drop_before` are not
+    /// kept: late when also before `late_before`, else unused (see [`InsertStats::unused`]).
     pub(crate) fn insert(
         &mut self,
         start: i64,
         rows: &[f32],
         drop_before: Option<i64>,
+        late_before: Option<i64>,
     ) -> InsertStats {
         let mut stats = InsertStats::default();
         let half = (self.period / 2.0) as i64;
         for (i, row) in rows.chunks_exact(self.channels).enumerate() {
             let t = sample_time(start, i, self.rate_hz);
             if drop_before.is_some_and(|limit| t < limit) {
-                stats.late += 1;
+                if late_before.is_some_and(|limit| t < limit) {
+                    stats.late += 1;
+                } else {
+                    stats.unused += 1;
+                }
                 continue;
             }
             match self.ts.back() {
@@ -233,18 +242,18 @@ mod tests {
     #[test]
     fn duplicates_keep_the_first_value_and_out_of_order_is_sorted() {
         let mut b = ModalityBuffer::new(1, 10.0, 1000);
-        let s = b.insert(0, &[0.0, 1.0, 2.0], None);
+        let s = b.insert(0, &[0.0, 1.0, 2.0], None, None);
         assert_eq!(s.accepted, 3);
-        let s = b.insert(P, &[9.0, 9.0, 3.0], None); // 1 and 2 again, then 3
+        let s = b.insert(P, &[9.0, 9.0, 3.0], None, None); // 1 and 2 again, then 3
         assert_eq!((s.accepted, s.duplicate), (1, 2));
-        let s = b.insert(5 * P, &[5.0], None);
+        let s = b.insert(5 * P, &[5.0], None, None);
         assert_eq!(s.accepted, 1);
-        let s = b.insert(4 * P, &[4.0], None);
+        let s = b.insert(4 * P, &[4.0], None, None);
         assert_eq!((s.accepted, s.out_of_order), (1, 1));
         let mut out = vec![0.0; 6];
         assert_eq!(b.resample(6 * P, 6, 2.0, &mut out), 6);
         assert_eq!(out, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
-        let s = b.insert(0, &[7.0], Some(6 * P));
+        let s = b.insert(0, &[7.0], Some(6 * P), Some(6 * P));
         assert_eq!(s.late, 1);
     }
 
@@ -253,7 +262,7 @@ mod tests {
         let mut b = ModalityBuffer::new(2, 10.0, 1000);
         // samples at 0, 1, 3 (gap of 2 periods), 7 (gap of 4)
         for (i, v) in [(0, 0.0), (1, 1.0), (3, 3.0), (7, 7.0)] {
-            b.insert(i * P, &[v, -v], None);
+            b.insert(i * P, &[v, -v], None, None);
         }
         let mut out = vec![0.0; 16];
         let covered = b.resample(8 * P, 8, 2.0, &mut out);
@@ -266,7 +275,7 @@ mod tests {
     #[test]
     fn off_grid_samples_are_interpolated_and_pruned() {
         let mut b = ModalityBuffer::new(1, 10.0, 1000);
-        b.insert(P / 2, &[0.5, 1.5, 2.5, 3.5], None);
+        b.insert(P / 2, &[0.5, 1.5, 2.5, 3.5], None, None);
         let mut out = vec![0.0; 3];
         assert_eq!(b.resample(4 * P, 3, 2.0, &mut out), 3);
         for (o, e) in out.iter().zip([1.0, 2.0, 3.0]) {
@@ -279,7 +288,7 @@ mod tests {
     #[test]
     fn cap_drops_oldest() {
         let mut b = ModalityBuffer::new(1, 10.0, 3);
-        let s = b.insert(0, &[0.0, 1.0, 2.0, 3.0, 4.0], None);
+        let s = b.insert(0, &[0.0, 1.0, 2.0, 3.0, 4.0], None, None);
         assert_eq!((s.accepted, s.overflow), (5, 2));
         assert_eq!((b.len(), b.first_time()), (3, Some(2 * P)));
     }

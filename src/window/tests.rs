@@ -590,3 +590,31 @@ fn a_per_device_phase_moves_the_window_ends_and_keeps_samples_on_the_grid() {
         }
     }
 }
+
+#[test]
+fn a_hop_longer_than_the_window_skips_the_data_between_windows_without_calling_it_late() {
+    // 2-s windows every 5 s: the 3 s between a closed window and the next one's start serve no window.
+    let policy = WindowPolicy {
+        hop_nanos: 5 * SEC,
+        ..WindowPolicy::default()
+    };
+    let mut d = DeviceWindows::new(manifest(), policy, 0);
+    let mut out = Vec::new();
+    let (mut unused, mut accepted) = (0, 0);
+    for k in 0..150 {
+        // 30 s of 200 ms chunks (2 samples at 10 Hz)
+        let o = d.push(ACC, k * SEC / 5, &rows(2 * k as usize, 2, 3), 0);
+        assert!(!o.late_chunk, "chunk {k} called late");
+        assert_eq!(o.samples.late, 0, "chunk {k}");
+        unused += o.samples.unused;
+        accepted += o.samples.accepted;
+        d.close_ready(0, &mut out);
+    }
+    let ends: Vec<i64> = out.iter().map(|w| w.end_unix_nanos / SEC).collect();
+    assert_eq!(ends, vec![5, 10, 15, 20, 25, 30]);
+    assert!(out.iter().all(|w| w.input.present == vec![true, false]));
+    assert!(unused > 0, "the gaps between windows were skipped");
+    assert_eq!(unused + accepted, 300);
+    // Time going backwards past a closed window is still late data.
+    assert!(d.push(ACC, 10 * SEC, &rows(0, 2, 3), 0).late_chunk);
+}
