@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use crossl_serve::app::Core;
 use crossl_serve::proto;
-use crossl_serve::proto::stream_response::Kind;
 use serde_json::{Value, json};
 use streaming::*;
 
@@ -34,69 +33,6 @@ fn signal_chunks(core: &Core, device: &str, t0: i64, k: usize, b: bool) -> Vec<p
         }
     }
     chunks
-}
-
-/// A device stream: sends seconds of signal, collects the predictions that come back.
-struct Device {
-    tx: tokio::sync::mpsc::Sender<proto::StreamRequest>,
-    predictions: tokio::sync::mpsc::UnboundedReceiver<proto::Prediction>,
-    reader: tokio::task::JoinHandle<()>,
-    sequence: u64,
-}
-
-impl Device {
-    async fn open(server: &TestServer) -> Self {
-        let (tx, mut responses) = server.open_stream(1024).await;
-        let (out, predictions) = tokio::sync::mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            while let Ok(Some(r)) = responses.message().await {
-                if let Some(Kind::Prediction(p)) = r.kind {
-                    let _ = out.send(p);
-                }
-            }
-        });
-        tx.send(hello_request(DEVICE, &[])).await.expect("hello");
-        Self {
-            tx,
-            predictions,
-            reader,
-            sequence: 0,
-        }
-    }
-
-    async fn send(&mut self, core: &Core, t0: i64, seconds: std::ops::Range<usize>, b: bool) {
-        for k in seconds {
-            for chunk in signal_chunks(core, DEVICE, t0, k, b) {
-                self.sequence += 1;
-                self.tx
-                    .send(chunk_request(self.sequence, chunk))
-                    .await
-                    .expect("chunk sent");
-            }
-        }
-    }
-
-    /// Predictions on the stream until one ends at or after `until`.
-    async fn until(&mut self, until: i64) -> Vec<proto::Prediction> {
-        let mut got = Vec::new();
-        loop {
-            let p = tokio::time::timeout(Duration::from_secs(60), self.predictions.recv())
-                .await
-                .expect("a prediction within 60 s")
-                .expect("stream open");
-            let end = p.window_end_unix_nanos;
-            got.push(p);
-            if end >= until {
-                return got;
-            }
-        }
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
 }
 
 async fn request(
@@ -156,9 +92,13 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
     let t0 = next_second(Duration::ZERO);
 
     // 12 s of signal A, then 12 s of signal B.
-    let mut device = Device::open(&server).await;
-    device.send(&core, t0, 0..12, false).await;
-    device.send(&core, t0, 12..24, true).await;
+    let mut device = StreamingDevice::open(&server, DEVICE).await;
+    device
+        .send((0..12).flat_map(|k| signal_chunks(&core, DEVICE, t0, k, false)))
+        .await;
+    device
+        .send((12..24).flat_map(|k| signal_chunks(&core, DEVICE, t0, k, true)))
+        .await;
     device.until(t0 + 24 * SECOND).await;
     let before = history(&server).await;
     let general_of = |from: i64, to: i64| -> BTreeSet<String> {
@@ -286,9 +226,13 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
     .await
     .expect("feed socket");
     drop(device);
-    let mut device = Device::open(&server).await;
-    device.send(&core, t0, 24..34, false).await;
-    device.send(&core, t0, 34..44, true).await;
+    let mut device = StreamingDevice::open(&server, DEVICE).await;
+    device
+        .send((24..34).flat_map(|k| signal_chunks(&core, DEVICE, t0, k, false)))
+        .await;
+    device
+        .send((34..44).flat_map(|k| signal_chunks(&core, DEVICE, t0, k, true)))
+        .await;
     let streamed = device.until(t0 + 44 * SECOND).await;
     let check = |end: i64, personalized: bool, label: &str, general: Option<&str>| {
         if inside(end, t0 + 24 * SECOND, t0 + 34 * SECOND) {
@@ -413,7 +357,9 @@ async fn labelled_spans_personalise_every_path_and_delete_restores_the_general_m
         "{body}"
     );
     assert_eq!(server.metric("crossl_personal_heads", &[]).await, 0.0);
-    device.send(&core, t0, 44..52, false).await;
+    device
+        .send((44..52).flat_map(|k| signal_chunks(&core, DEVICE, t0, k, false)))
+        .await;
     let later = device.until(t0 + 50 * SECOND).await;
     let fresh: Vec<_> = later
         .iter()

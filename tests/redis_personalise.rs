@@ -11,10 +11,7 @@ mod redis_server;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crossl_serve::app::Core;
 use crossl_serve::config::ServeArgs;
-use crossl_serve::proto;
-use crossl_serve::proto::stream_response::Kind;
 use redis_server::RedisServer;
 use serde_json::{Value, json};
 use streaming::*;
@@ -27,68 +24,6 @@ fn replica(url: String, name: &'static str) -> impl FnOnce(&mut ServeArgs) {
         a.replica_id = name.to_string();
         a.store_heartbeat_ms = 100;
         a.store_timeout_ms = 1000;
-    }
-}
-
-/// A gRPC device stream into one replica that collects its predictions.
-struct Device {
-    tx: tokio::sync::mpsc::Sender<proto::StreamRequest>,
-    predictions: tokio::sync::mpsc::UnboundedReceiver<proto::Prediction>,
-    reader: tokio::task::JoinHandle<()>,
-    sequence: u64,
-}
-
-impl Device {
-    async fn open(server: &TestServer) -> Self {
-        let (tx, mut responses) = server.open_stream(1024).await;
-        let (out, predictions) = tokio::sync::mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            while let Ok(Some(r)) = responses.message().await {
-                if let Some(Kind::Prediction(p)) = r.kind {
-                    let _ = out.send(p);
-                }
-            }
-        });
-        tx.send(hello_request(DEVICE, &[])).await.expect("hello");
-        Self {
-            tx,
-            predictions,
-            reader,
-            sequence: 0,
-        }
-    }
-
-    async fn send(&mut self, core: &Core, t0: i64, seconds: std::ops::Range<usize>) {
-        for k in seconds {
-            for chunk in second_of_chunks(core, DEVICE, t0, k) {
-                self.sequence += 1;
-                self.tx
-                    .send(chunk_request(self.sequence, chunk))
-                    .await
-                    .expect("chunk sent");
-            }
-        }
-    }
-
-    async fn until(&mut self, until: i64) -> Vec<proto::Prediction> {
-        let mut got = Vec::new();
-        loop {
-            let p = tokio::time::timeout(Duration::from_secs(60), self.predictions.recv())
-                .await
-                .expect("a prediction within 60 s")
-                .expect("stream open");
-            let end = p.window_end_unix_nanos;
-            got.push(p);
-            if end >= until {
-                return got;
-            }
-        }
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.reader.abort();
     }
 }
 
@@ -127,8 +62,10 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
     let core = a.core.clone();
     let t0 = next_second(Duration::ZERO);
 
-    let mut device = Device::open(&a).await;
-    device.send(&core, t0, 0..12).await;
+    let mut device = StreamingDevice::open(&a, DEVICE).await;
+    device
+        .send((0..12).flat_map(|k| second_of_chunks(&core, DEVICE, t0, k)))
+        .await;
     let first = device.until(t0 + 12 * SECOND).await;
     let general: BTreeSet<String> = first.iter().map(|p| p.label.clone()).collect();
     let target = core
@@ -180,7 +117,9 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
     .await;
 
     // A answers the device's own stream with the head.
-    device.send(&core, t0, 12..20).await;
+    device
+        .send((12..20).flat_map(|k| second_of_chunks(&core, DEVICE, t0, k)))
+        .await;
     let answered = device.until(t0 + 20 * SECOND).await;
     let personal: Vec<_> = answered
         .iter()
@@ -207,14 +146,18 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
 
     // The device moves to B: B loads the head from Redis and answers with it.
     drop(device);
-    let mut device = Device::open(&b).await;
-    device.send(&core, t0, 20..24).await;
+    let mut device = StreamingDevice::open(&b, DEVICE).await;
+    device
+        .send((20..24).flat_map(|k| second_of_chunks(&core, DEVICE, t0, k)))
+        .await;
     eventually(
         "B to hold the head of the device it now holds",
         async || b.metric("crossl_personal_heads", &[]).await == 1.0,
     )
     .await;
-    device.send(&core, t0, 24..34).await;
+    device
+        .send((24..34).flat_map(|k| second_of_chunks(&core, DEVICE, t0, k)))
+        .await;
     let on_b = device.until(t0 + 34 * SECOND).await;
     let last = on_b.last().expect("predictions");
     assert!(last.personalized && last.label == target, "{last:?}");
@@ -232,7 +175,9 @@ async fn a_head_labelled_on_one_replica_answers_the_device_on_whichever_replica_
         b.metric("crossl_personal_heads", &[]).await == 0.0
     })
     .await;
-    device.send(&core, t0, 34..42).await;
+    device
+        .send((34..42).flat_map(|k| second_of_chunks(&core, DEVICE, t0, k)))
+        .await;
     let after = device.until(t0 + 42 * SECOND).await;
     let last = after.last().expect("predictions");
     assert!(!last.personalized && last.general.is_none(), "{last:?}");

@@ -346,3 +346,65 @@ pub fn json_frame(sequence: u64, chunk: &proto::SensorChunk, channels: usize) ->
     })
     .to_string()
 }
+
+/// One device's gRPC ingest stream in a test: a hello on open, chunks sent in sequence, the predictions that
+/// come back on the stream collected in the background.
+pub struct StreamingDevice {
+    tx: tokio::sync::mpsc::Sender<proto::StreamRequest>,
+    predictions: tokio::sync::mpsc::UnboundedReceiver<proto::Prediction>,
+    reader: tokio::task::JoinHandle<()>,
+    sequence: u64,
+}
+
+impl StreamingDevice {
+    pub async fn open(server: &TestServer, device_id: &str) -> Self {
+        let (tx, mut responses) = server.open_stream(1024).await;
+        let (out, predictions) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(r)) = responses.message().await {
+                if let Some(proto::stream_response::Kind::Prediction(p)) = r.kind {
+                    let _ = out.send(p);
+                }
+            }
+        });
+        tx.send(hello_request(device_id, &[])).await.expect("hello");
+        Self {
+            tx,
+            predictions,
+            reader,
+            sequence: 0,
+        }
+    }
+
+    pub async fn send(&mut self, chunks: impl IntoIterator<Item = proto::SensorChunk>) {
+        for chunk in chunks {
+            self.sequence += 1;
+            self.tx
+                .send(chunk_request(self.sequence, chunk))
+                .await
+                .expect("chunk sent");
+        }
+    }
+
+    /// Predictions on the stream until one ends at or after `until`.
+    pub async fn until(&mut self, until: i64) -> Vec<proto::Prediction> {
+        let mut got = Vec::new();
+        loop {
+            let p = tokio::time::timeout(Duration::from_secs(60), self.predictions.recv())
+                .await
+                .expect("a prediction within 60 s")
+                .expect("stream open");
+            let end = p.window_end_unix_nanos;
+            got.push(p);
+            if end >= until {
+                return got;
+            }
+        }
+    }
+}
+
+impl Drop for StreamingDevice {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
