@@ -300,12 +300,9 @@ impl DeviceWindows {
         let n_rows = rows.len() / spec.channels;
         let last_sample =
             super::buffer::sample_time(start, n_rows.saturating_sub(1), spec.sample_rate_hz);
-        if self.drop_before(m).is_some_and(|limit| last_sample < limit) {
-            if !self.hello_pending
-                && self
-                    .late_before(m)
-                    .is_some_and(|limit| last_sample >= limit)
-            {
+        let (mut drop_before, mut late_before) = self.limits(m);
+        if drop_before.is_some_and(|limit| last_sample < limit) {
+            if !self.hello_pending && late_before.is_some_and(|limit| last_sample >= limit) {
                 // Between two windows that do not touch (hop > window): no window wants it, but time did
                 // not go backwards. Skipped, not late; the device is alive.
                 self.last_seen = now;
@@ -321,12 +318,11 @@ impl DeviceWindows {
             }
             outcome.timeline_restart = true;
             self.restart_timeline();
+            (drop_before, late_before) = self.limits(m);
         }
         self.hello_pending = false;
         self.last_seen = now;
         self.last_chunk_at = Some(now);
-        let drop_before = self.drop_before(m);
-        let late_before = self.late_before(m);
         let state = &mut self.modalities[m];
         if state
             .newest
@@ -373,13 +369,16 @@ impl DeviceWindows {
         self.last_closed_end = None;
     }
 
-    /// Samples of modality `m` older than this are late: the data has moved past a window that closed.
-    /// Equal to [`Self::drop_before`] when windows touch or overlap (hop ≤ window); earlier when the hop is
-    /// longer than the window, where what lies between a closed window and the next one is only unused.
-    fn late_before(&self, m: usize) -> Option<i64> {
-        self.drop_before(m)
+    /// `(drop_before, late_before)` of modality `m`: samples older than `drop_before` serve no open window
+    /// (see [`Self::drop_before`]); those also older than `late_before` are late — the data has moved past a
+    /// window that closed. The two are equal when windows touch or overlap (hop ≤ window); with a hop longer
+    /// than the window, what lies between a closed window and the next one is only unused.
+    fn limits(&self, m: usize) -> (Option<i64>, Option<i64>) {
+        let drop_before = self.drop_before(m);
+        let late_before = drop_before
             .zip(self.last_closed_end)
-            .map(|(drop, lc)| drop.min(lc))
+            .map(|(drop, lc)| drop.min(lc));
+        (drop_before, late_before)
     }
 
     /// The first window end on this device's grid strictly after `t`.

@@ -82,11 +82,10 @@ def run(
         train = [s for s in subjects if s != t]
         assert t not in train, "the held-out subject must never reach pre-training or selection"
         v = inner_validation_subject(t, subjects)
-        # run_fold pre-trains on the unlabelled windows of every subject it is given but its test subject; to
-        # pre-train on all of `train` (v included) we pass the checkpoint of the outer pre-training to both.
+        # Both calls pass pretrain_subjects=train: the inner call (test subject v) pre-trains on all of
+        # `train`, v's unlabelled windows included, and saves it; the outer call (test subject t) finds the
+        # same checkpoint key and reuses it, so each outer fold pre-trains once.
         ckpt_dir = run_dir / f"nested_{t}"
-        # Outer first: its pre-training (on `train`) is then reused by the inner runs via the same checkpoint
-        # file and key; the outer head is only trained after the choice is made, below.
         inner = run_fold(
             ds, v, train, [1.0], candidates, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, ckpt_dir,
             centre_mag, pretrain_subjects=train,
