@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             a.cache_dir, command, a.run_dir / "nested", not a.no_centre_mag,
         )  # fmt: skip
         _write_table(nested.markdown(results), a.out / "nested.md")
+        (a.out / "manifest_metrics.json").write_text(json.dumps(nested.manifest_metrics(results), indent=1))
     elif a.cmd == "report":
         from . import report
 

@@ -51,3 +51,15 @@ def test_markdown_reports_every_fold_and_the_mean():
     md = nested.markdown(rows)
     assert "| p1 | p2 | a | 0.900 |" in md and "| mean (2 folds) | | | 0.900 | 0.800 | 0.700 | 0.600 | 0.500 |" in md
     assert "p2 (validate on p3): a 0.700, b 0.600 -> a" in md
+
+
+def test_manifest_metrics_are_the_outer_means_of_the_finished_folds():
+    rows = [
+        {"test_subject": "p1", "chosen": "a", "outer": {"all": 0.9, "worst_single_unit_missing": 0.8, "no_mag": 0.7,
+                                                         "mean_over_unit_pairs": 0.6, "acc_only": 0.5}},
+        {"test_subject": "p2", "chosen": "b", "outer": {"all": 0.8, "worst_single_unit_missing": 0.6, "no_mag": 0.5,
+                                                         "mean_over_unit_pairs": 0.4, "acc_only": 0.3}},
+    ]  # fmt: skip
+    est = nested.manifest_metrics(rows)["nested_outer_estimate"]
+    assert est["folds"] == ["p1", "p2"] and est["chosen"] == {"p1": "a", "p2": "b"}
+    assert est["all"] == 0.85 and est["no_mag"] == 0.6 and est["acc_only"] == 0.4
