@@ -115,13 +115,29 @@ async fn requests_beyond_the_in_flight_cap_get_503() {
     let rows = vec![vec![0.5f32; spec.channels]; spec.window_samples];
     let body = serde_json::json!({"modalities": {spec.name.clone(): rows}});
     let held = gate.lock().expect("gate");
-    let stuck = {
-        let (client, url) = (server.client.clone(), server.url("/v1/predict"));
+    let spawn_stuck = || {
+        let (client, url, body) = (
+            server.client.clone(),
+            server.url("/v1/predict"),
+            body.clone(),
+        );
         tokio::spawn(async move { client.post(url).json(&body).send().await })
     };
+    let mut stuck = spawn_stuck();
     // Wait until the predict holds the only slot (its window reached the queue), then one more is refused.
+    // A probe can win the race for the slot before the predict arrives; the predict is then the one
+    // refused, so it is sent again.
     let mut refused = None;
     for _ in 0..600 {
+        if stuck.is_finished() {
+            let early = stuck.await.expect("task").expect("response");
+            assert_eq!(
+                early.status().as_u16(),
+                503,
+                "only the cap may end it early"
+            );
+            stuck = spawn_stuck();
+        }
         let (status, body) = server.get("/healthz").await;
         if status == 503 {
             refused = Some(body);
