@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label-percents", type=_fractions, default=_fractions("1,5,10,100"))
     p.add_argument("--methods", type=_subjects, default=_subjects("crossl_probe,crossl_finetune,supervised,random_probe"))
     p.add_argument("--expert-coverage", type=float, help="crossl_routed: pre-train the no-mag expert's starting point at this coverage (default: share the --coverage pre-training)")
+    p.add_argument("--finetune-seed", type=int, help="seed of label subsets and classifier training only (default --seed); pre-training keeps --seed's")
+    p.add_argument("--nested-pretraining", action="store_true", help="start each fold from `nested`'s outer-fold pre-training (its checkpoints under --run-dir/nested; pre-trained there when missing)")
     p.add_argument("--out", type=Path, required=True, help="results folder")
 
     p = sub.add_parser("nested", help="nested LOSO: choose among --candidates on an inner validation subject, score the held-out subject once")
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         folds = evaluate.run(
             a.data, a.folds, a.subjects, a.out, a.label_percents, a.methods, pre, clf, widths,
             a.head_hidden, a.hop, a.seed, a.cache_dir, command, not a.no_centre_mag,
-            a.run_dir / "loso", a.expert_coverage,
+            a.run_dir / "loso", a.expert_coverage, a.finetune_seed, a.run_dir / "nested" if a.nested_pretraining else None,
         )  # fmt: skip
         report.write(a.out, a.out, folds=folds)
     elif a.cmd == "nested":

@@ -164,10 +164,13 @@ def run_fold(
     centre_mag: bool = True,
     expert_coverage: float | None = None,
     pretrain_subjects: list[str] | None = None,
+    finetune_seed: int | None = None,
 ) -> dict:
     """pretrain_subjects (default: every subject but the test subject) lets nested selection pre-train once
     per outer fold on all its training subjects and reuse that for the inner validation runs: the seed and
-    checkpoint then depend only on the pre-training subjects, so both calls share one checkpoint."""
+    checkpoint then depend only on the pre-training subjects, so both calls share one checkpoint.
+    finetune_seed (default: seed) reseeds only what follows pre-training (label subsets, classifier
+    initialisation and order), so several few-label seeds can share one pre-training."""
     train_subjects = [s for s in subjects if s != test_subject]
     x_tr, y_tr = ds.segments(train_subjects)
     x_te, y_te = ds.segments([test_subject])
@@ -196,6 +199,8 @@ def run_fold(
             fold_seed, mean, std, centre_mag, run_dir / f"pretrain_{test_subject}_expert.pt", True,
         )  # fmt: skip
 
+    if finetune_seed is not None and finetune_seed != seed:
+        fold_seed += 1_000_003 * (finetune_seed - seed)
     partial = run_dir.parent / f"fold_{test_subject}.partial.json"
     partial.parent.mkdir(parents=True, exist_ok=True)  # baselines alone never write a checkpoint there
     results: dict = {m: {} for m in methods}
@@ -270,8 +275,12 @@ def run(
     centre_mag: bool = True,
     run_dir: Path | None = None,
     expert_coverage: float | None = None,
+    finetune_seed: int | None = None,
+    nested_checkpoints: Path | None = None,
 ) -> list[str]:
     """Fold JSONs go to out_dir; pre-training checkpoints (large, reusable) to run_dir (default out_dir).
+    nested_checkpoints (the run dir of `nested`) starts every fold from its outer fold's pre-training (same
+    subjects, seed and checkpoint), so a study of the shipped recipe needs no pre-training of its own.
     Returns every fold in out_dir of this experiment (folds written by other invocations with other --folds
     included, other settings left out), for the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -293,13 +302,24 @@ def run(
     }
     if expert_coverage is not None:  # only then, so earlier runs' settings still compare equal
         settings["expert_pretrain_coverage"] = expert_coverage
+    if finetune_seed is not None:
+        settings["finetune_seed"] = finetune_seed
+    if nested_checkpoints is not None:
+        settings["pretraining"] = "nested outer fold"
     for fold in folds:
         path = out_dir / f"fold_{fold}.json"
         if path.exists() and _experiment(json.loads(path.read_text()).get("settings", {})) == _experiment(settings):
             print(f"[{fold}] done already: {path}", flush=True)
             continue
         t0 = time.perf_counter()
-        result = run_fold(ds, fold, subjects, fractions, methods, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, (run_dir or out_dir) / "checkpoints", centre_mag, expert_coverage)
+        if nested_checkpoints is None:
+            ckpt_dir, pretrain_subjects = (run_dir or out_dir) / "checkpoints", None
+        else:
+            ckpt_dir, pretrain_subjects = nested_checkpoints / f"nested_{fold}", [s for s in subjects if s != fold]
+        result = run_fold(
+            ds, fold, subjects, fractions, methods, pre_cfg, clf_cfg, widths, head_hidden, hop, seed, ckpt_dir,
+            centre_mag, expert_coverage, pretrain_subjects, finetune_seed,
+        )  # fmt: skip
         result["settings"] = settings
         result["seconds"] = time.perf_counter() - t0
         path.write_text(json.dumps(result, indent=1))
