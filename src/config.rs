@@ -299,6 +299,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_WS_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
     pub ws_max_frame_bytes: usize,
 
+    /// Read buffer of each WebSocket connection, bytes. Every connection holds (and touches) this much
+    /// for its whole life, so it is the largest per-device cost at scale: tungstenite's default of 128 KiB
+    /// made a WebSocket device cost ≈ 230 KiB of RSS. Larger frames still arrive whole (the buffer grows
+    /// for them, up to --ws-max-frame-bytes); a small buffer only means more reads for bursts.
+    #[arg(long, env = "CROSSL_WS_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(256..))]
+    pub ws_read_buffer_bytes: u32,
+
     /// After a gRPC client finishes sending, its stream keeps delivering predictions this long (ms) for the
     /// windows still closing, then ends.
     #[arg(long, env = "CROSSL_STREAM_LINGER_MS", default_value_t = 2000)]
@@ -359,6 +366,7 @@ pub enum StoreBackend {
 pub struct TransportLimits {
     pub grpc_max_message_bytes: usize,
     pub ws_max_frame_bytes: usize,
+    pub ws_read_buffer_bytes: usize,
     pub stream_linger: Duration,
     /// Reported to WebSocket clients (the core enforces it).
     pub max_chunk_samples: usize,
@@ -372,6 +380,7 @@ impl TransportLimits {
         Self {
             grpc_max_message_bytes: args.grpc_max_message_bytes,
             ws_max_frame_bytes: args.ws_max_frame_bytes,
+            ws_read_buffer_bytes: args.ws_read_buffer_bytes as usize,
             stream_linger: Duration::from_millis(args.stream_linger_ms),
             max_chunk_samples: args.max_chunk_samples,
             hop_seconds: args

@@ -302,6 +302,7 @@ async fn device_socket(
     upgrade
         .max_frame_size(limit)
         .max_message_size(limit)
+        .read_buffer_size(core.limits.ws_read_buffer_bytes)
         .on_upgrade(move |socket| run_device_socket(core, device_id, key, socket).instrument(span))
 }
 
@@ -513,6 +514,7 @@ async fn predictions_socket(
     upgrade
         .max_frame_size(limit)
         .max_message_size(limit)
+        .read_buffer_size(core.limits.ws_read_buffer_bytes)
         .on_upgrade(move |socket| {
             run_predictions_socket(core, filter, socket).instrument(tracing::info_span!("ws_feed"))
         })

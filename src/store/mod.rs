@@ -2,6 +2,7 @@
 //! prediction for live subscribers (WebSocket/gRPC streams). This is the replica-local store the batcher
 //! writes to; [`state::StateStore`] is what the read paths see (this store alone, or shared on Redis).
 
+mod compact;
 pub mod keys;
 pub mod personal;
 pub mod redis_store;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::window::{Clock, SystemClock};
+use compact::{CompactPrediction, LabelTable};
 
 /// Where the time of one prediction went, in seconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -65,8 +67,11 @@ pub struct Prediction {
 
 #[derive(Debug)]
 struct DeviceHistory {
-    /// Oldest first, ordered by window end.
-    entries: VecDeque<Arc<Prediction>>,
+    /// The newest prediction by window end, whole: what `latest` (dashboards, REST polling) returns.
+    newest: Arc<Prediction>,
+    /// The rest, oldest first, ordered by window end, in compact form (see [`compact`]): most of a
+    /// device's memory is its history.
+    older: VecDeque<CompactPrediction>,
     /// Server clock when the latest prediction was stored: retention counts from here, never from the
     /// window end (device time, which may be far off the server's).
     stored_at_unix_nanos: i64,
@@ -96,6 +101,7 @@ struct StoreInner {
     evicted: IntCounter,
     /// Per-device heads applied to every prediction stored here.
     personal: PersonalHeads,
+    labels: LabelTable,
 }
 
 /// Shared handle; cloning is cheap.
@@ -136,6 +142,7 @@ impl PredictionStore {
                 next_seq: AtomicU64::new(0),
                 evicted,
                 personal: PersonalHeads::disabled(),
+                labels: LabelTable::default(),
             }),
         }
     }
@@ -171,25 +178,36 @@ impl PredictionStore {
         }
         let stored_at = inner.clock.now_unix_nanos();
         let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut entry = inner
-                .devices
-                .entry(prediction.device_id.clone())
-                .or_insert_with(|| DeviceHistory {
-                    entries: VecDeque::new(),
+        match inner.devices.entry(prediction.device_id.clone()) {
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(DeviceHistory {
+                    newest: Arc::clone(&prediction),
+                    older: VecDeque::new(),
                     stored_at_unix_nanos: stored_at,
                     stored_seq: seq,
                 });
-            entry.stored_at_unix_nanos = stored_at;
-            entry.stored_seq = seq;
-            let entries = &mut entry.entries;
-            let at = entries
-                .iter()
-                .rposition(|p| p.window_end_unix_nanos <= prediction.window_end_unix_nanos)
-                .map_or(0, |i| i + 1);
-            entries.insert(at, Arc::clone(&prediction));
-            while entries.len() > inner.limits.history_len {
-                entries.pop_front();
+            }
+            dashmap::Entry::Occupied(mut slot) => {
+                let h = slot.get_mut();
+                h.stored_at_unix_nanos = stored_at;
+                h.stored_seq = seq;
+                if prediction.window_end_unix_nanos >= h.newest.window_end_unix_nanos {
+                    let previous = std::mem::replace(&mut h.newest, Arc::clone(&prediction));
+                    h.older
+                        .push_back(CompactPrediction::new(&previous, &inner.labels));
+                } else {
+                    // Finished out of order (several workers): into its place among the older ones.
+                    let at = h
+                        .older
+                        .iter()
+                        .rposition(|p| p.window_end_unix_nanos <= prediction.window_end_unix_nanos)
+                        .map_or(0, |i| i + 1);
+                    h.older
+                        .insert(at, CompactPrediction::new(&prediction, &inner.labels));
+                }
+                while h.older.len() + 1 > inner.limits.history_len {
+                    h.older.pop_front();
+                }
             }
         }
         // No subscriber is not an error.
@@ -225,7 +243,7 @@ impl PredictionStore {
         self.inner
             .devices
             .get(device_id)
-            .and_then(|h| h.entries.back().cloned())
+            .map(|h| Arc::clone(&h.newest))
     }
 
     /// Up to `limit` newest predictions with window end > `since`, oldest first.
@@ -239,14 +257,16 @@ impl PredictionStore {
             return Vec::new();
         };
         let since = since_unix_nanos.unwrap_or(i64::MIN);
-        let newer: Vec<_> = h
-            .entries
-            .iter()
-            .filter(|p| p.window_end_unix_nanos > since)
-            .cloned()
-            .collect();
-        let skip = newer.len().saturating_sub(limit);
-        newer.into_iter().skip(skip).collect()
+        let older = h.older.iter().filter(|p| p.window_end_unix_nanos > since);
+        let newest = (h.newest.window_end_unix_nanos > since).then_some(&h.newest);
+        let n_older = older.clone().count();
+        let skip = (n_older + usize::from(newest.is_some())).saturating_sub(limit);
+        // Skipped before decoding: only the entries returned are decoded.
+        older
+            .skip(skip)
+            .map(|p| Arc::new(p.to_prediction(&h.newest.device_id)))
+            .chain(newest.filter(|_| skip <= n_older).cloned())
+            .collect()
     }
 
     /// Live feed of every prediction; a lagging receiver gets RecvError::Lagged(n) and must count the skips.
@@ -266,8 +286,8 @@ impl PredictionStore {
     /// Keeps only the newest `keep` predictions of a device (at least one).
     pub fn trim(&self, device_id: &str, keep: usize) {
         if let Some(mut h) = self.inner.devices.get_mut(device_id) {
-            let excess = h.entries.len().saturating_sub(keep.max(1));
-            h.entries.drain(..excess);
+            let excess = h.older.len().saturating_sub(keep.max(1) - 1);
+            h.older.drain(..excess);
         }
     }
 
@@ -314,6 +334,44 @@ mod tests {
         assert_eq!(store.latest("d").map(|p| p.window_end_unix_nanos), Some(5));
         assert!(store.latest("other").is_none());
         assert!(store.history("other", None, 10).is_empty());
+    }
+
+    #[test]
+    fn the_newest_is_kept_whole_and_older_entries_compact_within_their_precision() {
+        let store = PredictionStore::new(8, 8);
+        let with_values = |end: i64| Prediction {
+            probabilities: vec![0.123_456_7, 0.876_543_3],
+            embedding: vec![0.333_333_3, -2.5],
+            ..pred("d", end)
+        };
+        for end in [1, 2, 3] {
+            store.insert(with_values(end));
+        }
+        let newest = store.latest("d").expect("latest");
+        assert_eq!(*newest, with_values(3), "the newest comes back exactly");
+        let history = store.history("d", None, 10);
+        assert_eq!(history.len(), 3);
+        assert!(Arc::ptr_eq(&history[2], &newest));
+        for p in &history[..2] {
+            assert_eq!(p.device_id, "d");
+            assert_eq!(p.label, "a");
+            assert!((p.probabilities[0] - 0.123_456_7).abs() <= 1.0 / 65535.0);
+            assert!((p.embedding[0] - 0.333_333_3).abs() <= 0.333_333_3 / 2048.0);
+        }
+        assert!(store.history("d", None, 0).is_empty());
+        store.trim("d", 2);
+        let ends: Vec<_> = store
+            .history("d", None, 10)
+            .iter()
+            .map(|p| p.window_end_unix_nanos)
+            .collect();
+        assert_eq!(ends, vec![2, 3]);
+        store.trim("d", 0);
+        assert_eq!(
+            store.history("d", None, 10).len(),
+            1,
+            "trim keeps at least one"
+        );
     }
 
     fn bounded(max_devices: usize, clock: &ManualClock) -> (PredictionStore, IntCounter) {
