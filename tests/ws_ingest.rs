@@ -117,6 +117,56 @@ async fn json_and_binary_frames_stream_a_device_and_predictions_come_back() {
         .expect("the gauge drops when the socket closes");
 }
 
+/// Frames several times the connection's read buffer arrive whole: the buffer only sizes each read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_larger_than_the_read_buffer_arrive_whole() {
+    let server = start(|a| a.ws_read_buffer_bytes = 256).await;
+    let mut ws = ws_connect(&server.ws_url("/v1/ws/devices/ws-big"), None)
+        .await
+        .expect("upgrade");
+    ws_next_json(&mut ws).await.expect("welcome");
+    let t0 = next_second(Duration::ZERO);
+    let seconds = window_seconds(&server.core) + 3;
+    let seconds = seconds + seconds % 2;
+    // Two seconds per frame, every modality in turn: JSON for even modalities, binary for odd ones.
+    for k in (0..seconds).step_by(2) {
+        let (a, b) = (
+            second_of_chunks(&server.core, "ws-big", t0, k),
+            second_of_chunks(&server.core, "ws-big", t0, k + 1),
+        );
+        for (m, spec) in server.core.manifest.modalities.iter().enumerate() {
+            let mut both = a[m].clone();
+            both.samples.extend_from_slice(&b[m].samples);
+            let message = if m % 2 == 0 {
+                let text = json_frame(k as u64, &both, spec.channels);
+                assert!(text.len() > 4 * 256, "{} bytes", text.len());
+                WsMessage::Text(text.into())
+            } else {
+                let frame = binary_frame(
+                    m as u16,
+                    both.start_unix_nanos,
+                    &both.samples,
+                    spec.channels,
+                );
+                assert!(frame.len() > 2 * 256, "{} bytes", frame.len());
+                WsMessage::Binary(frame.into())
+            };
+            ws.send(message).await.expect("send");
+        }
+    }
+    let last_end = t0 + seconds as i64 * SECOND;
+    let preds = predictions_until(&mut ws, last_end).await;
+    let full = preds
+        .iter()
+        .filter(|p| p["window_end_unix_nanos"].as_i64().unwrap() >= t0 + 5 * SECOND)
+        .filter(|p| {
+            p["present_modalities"].as_array().unwrap().len()
+                == server.core.manifest.modalities.len()
+        })
+        .count();
+    assert_eq!(full, seconds - 4, "{preds:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
     let server = start(|a| a.max_chunk_samples = 50).await;
