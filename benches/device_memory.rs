@@ -94,6 +94,7 @@ fn main() {
         }
     }
     let window_bytes = (live() - before) as f64 / devices as f64;
+    let held = fleet.iter().map(|d| d.buffered_samples()).sum::<usize>() as f64 / devices as f64;
 
     // Store: every device's history at its cap, with predictions shaped like the bundled model's.
     let classes = manifest.classes.clone();
@@ -133,8 +134,9 @@ fn main() {
         println!("| {name} | {bytes:.0} | {:.1} |", bytes / 1024.0);
     }
     println!(
-        "per prediction in history: {:.0} bytes",
-        store_bytes / history_len as f64
+        "per prediction in history: {:.0} bytes; samples held per device: {held:.0} ({:.1} bytes each)",
+        store_bytes / history_len as f64,
+        window_bytes / held
     );
     std::hint::black_box((fleet, store));
 }

@@ -618,3 +618,35 @@ fn a_hop_longer_than_the_window_skips_the_data_between_windows_without_calling_i
     // Time going backwards past a closed window is still late data.
     assert!(d.push(ACC, 10 * SEC, &rows(0, 2, 3), 0).late_chunk);
 }
+
+#[test]
+fn before_the_first_window_of_a_long_hop_only_its_data_is_held() {
+    // 2-s windows every 60 s: 50 s of data arrive before the first window (ending at 60 s) could close.
+    // Only the samples that window can use are held, not 50 s up to the buffer's cap.
+    let policy = WindowPolicy {
+        hop_nanos: 60 * SEC,
+        ..WindowPolicy::default()
+    };
+    let mut d = DeviceWindows::new(manifest(), policy, 0);
+    let mut out = Vec::new();
+    let mut unused = 0;
+    for k in 0..250 {
+        // 0 .. 49.9 s in 200 ms chunks (2 samples at 10 Hz)
+        let o = d.push(ACC, k * SEC / 5, &rows(2 * k as usize, 2, 3), 0);
+        assert!(!o.late_chunk && o.samples.late == 0, "chunk {k}");
+        unused += o.samples.unused;
+        d.close_ready(0, &mut out);
+    }
+    assert!(out.is_empty());
+    assert_eq!(unused, 500, "no window reaches back to these samples");
+    assert_eq!(d.buffered_samples(), 0);
+    for k in 250..300 {
+        d.push(ACC, k * SEC / 5, &rows(2 * k as usize, 2, 3), 0);
+        assert!(d.buffered_samples() <= 22, "{} held", d.buffered_samples());
+        d.close_ready(0, &mut out);
+    }
+    // The window [58 s, 60 s) and its interpolation reach (2 samples) were held, and it closed whole.
+    let ends: Vec<i64> = out.iter().map(|w| w.end_unix_nanos / SEC).collect();
+    assert_eq!(ends, vec![60]);
+    assert_eq!(out[0].input.present, vec![true, false]);
+}
