@@ -265,6 +265,11 @@ def write(results_dir: Path, out_dir: Path, folds: list[str] | None = None) -> d
     return summary
 
 
+def _run_seed(settings: dict) -> int | None:
+    """What tells seeded runs apart: --finetune-seed when the runs share one pre-training, else --seed."""
+    return settings.get("finetune_seed", settings.get("seed"))
+
+
 def seeds_markdown(
     results_dirs: list[Path],
     method: str = "crossl_finetune",
@@ -274,14 +279,16 @@ def seeds_markdown(
     """`method` against `baseline` (macro-F1, all modalities present) over several LOSO runs that differ only
     in --seed: one results folder per seed. A seed changes the pre-training run, the labelled subset and the
     classifier's initialisation, so the spread over seeds inside one fold is the noise a one-seed table hides.
+    Runs that share one pre-training and differ in --finetune-seed are told apart by that seed instead (the
+    spread then leaves out the pre-training's).
     baseline_dirs: where the baseline's runs are, one per seed in the same order (default: results_dirs), for
     a variant of `method` evaluated alone against the baseline runs already made."""
     runs = [load_folds(d) for d in results_dirs]
     base_runs = [load_folds(d) for d in baseline_dirs] if baseline_dirs else runs
-    seeds = [r[0].get("settings", {}).get("seed") for r in runs]
+    seeds = [_run_seed(r[0].get("settings", {})) for r in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"results folders must hold different seeds, got {seeds}")
-    base_seeds = [r[0].get("settings", {}).get("seed") for r in base_runs]
+    base_seeds = [_run_seed(r[0].get("settings", {})) for r in base_runs]
     if base_seeds != seeds:
         raise ValueError(f"baseline folders must hold the same seeds in the same order: {base_seeds} vs {seeds}")
     for dirs, rs, m in ((results_dirs, runs, method), (baseline_dirs or results_dirs, base_runs, baseline)):

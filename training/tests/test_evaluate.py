@@ -69,3 +69,24 @@ def test_a_rerun_skips_done_folds_and_reports_every_fold_of_the_experiment(tmp_p
     assert calls == [] and (tmp_path / "out" / "fold_p2.json").read_text() == written
     assert run(["p2"], 1) == ["p2"], "another seed is another experiment: p2 runs again, p1 (seed 0) is left out"
     assert calls == ["p2"]
+
+
+def test_finetune_seeds_share_one_pretraining_and_reseed_only_what_follows(tmp_path):
+    rng = np.random.default_rng(2)
+    ds = data.DSADS({s: rng.standard_normal((19, 60, 125, 45)).astype(np.float32) for s in ("p1", "p2")})
+    pre = PretrainConfig(epochs=1, batch_size=64)
+    clf = ClassifierConfig(min_steps=3, epochs=1, max_passes=128)
+    run_dir = tmp_path / "nested_p2"
+    args = (ds, "p2", ["p1", "p2"], [0.05], ["crossl_finetune"], pre, clf, (4, 6, 8), 0, 500, 0, run_dir)
+    default = run_fold(*args, pretrain_subjects=["p1"])
+    ckpt = run_dir / "pretrain_p1.pt"
+    first_pretraining = torch.load(ckpt)
+    same = run_fold(*args, pretrain_subjects=["p1"], finetune_seed=0)
+    other = run_fold(*args, pretrain_subjects=["p1"], finetune_seed=3)
+    # one pre-training (reused, not redone) for every finetune seed
+    assert same["pretrain_history"] == other["pretrain_history"] == default["pretrain_history"]
+    assert torch.load(ckpt)["key"] == first_pretraining["key"]
+    # finetune seed 0 is the default run; another one trains another classifier
+    scores = lambda f: f["results"]["crossl_finetune"]["0.05"]["all"]  # noqa: E731
+    assert scores(same) == scores(default)
+    assert other["timings"]["crossl_finetune"]["0.05"]["final_loss"] != default["timings"]["crossl_finetune"]["0.05"]["final_loss"]

@@ -48,6 +48,18 @@ def test_seed_table_refuses_two_folders_of_one_seed(tmp_path):
         report.seeds_markdown([a, a])
 
 
+def test_seed_table_tells_runs_apart_by_finetune_seed_when_they_share_a_pretraining(tmp_path):
+    dirs = []
+    for ft in (0, 1):
+        d = _fold(tmp_path / f"ft{ft}", 0, "p1", {"crossl_finetune": {"0.05": 0.9}, "supervised": {"0.05": 0.8}})
+        path = d / "fold_p1.json"
+        fold = json.loads(path.read_text())
+        fold["settings"]["finetune_seed"] = ft
+        path.write_text(json.dumps(fold))
+        dirs.append(d)
+    assert "seeds 0, 1" in report.seeds_markdown(dirs)
+
+
 def test_seed_table_can_take_the_baseline_from_other_folders(tmp_path):
     variant = _fold(tmp_path / "variant", 0, "p1", {"crossl_finetune": {"0.05": 0.9}})
     base = _fold(tmp_path / "base", 0, "p1", {"supervised": {"0.05": 0.8}})
