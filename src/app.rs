@@ -351,6 +351,7 @@ fn build_core(
             reject_distance: args.personal_reject_distance,
             max_spans: args.label_max_spans,
             max_windows: args.label_max_windows,
+            combine: args.personal_combine,
         },
         args.max_devices,
         metrics.personal_heads.clone(),

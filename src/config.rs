@@ -254,6 +254,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CROSSL_PERSONAL_REJECT_DISTANCE", default_value_t = 0.25)]
     pub personal_reject_distance: f32,
 
+    /// How a device's personal answer uses the general model's: `replace` (the head decides near a
+    /// labelled class mean; the general model shares out the classes never labelled) or `product` (the
+    /// two distributions multiplied, so a confident general model can outvote the user's labels).
+    #[arg(long, env = "CROSSL_PERSONAL_COMBINE", value_enum, default_value_t = crate::store::personal::Combine::Replace)]
+    pub personal_combine: crate::store::personal::Combine,
+
     /// How long shutdown waits for queued windows and in-flight batches (ms).
     #[arg(long, env = "CROSSL_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
@@ -386,6 +392,48 @@ impl TransportLimits {
             hop_seconds: args
                 .hop_ms
                 .map_or(manifest_hop_seconds, |ms| ms as f64 / 1000.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn the_personal_combine_rule_and_the_websocket_read_buffer_parse_and_are_checked() {
+        let defaults = ServeArgs::defaults();
+        assert_eq!(
+            defaults.personal_combine,
+            crate::store::personal::Combine::Replace
+        );
+        assert_eq!(defaults.ws_read_buffer_bytes, 4096);
+        let args = Cli::try_parse_from([
+            "serve",
+            "--personal-combine",
+            "product",
+            "--ws-read-buffer-bytes",
+            "65536",
+        ])
+        .expect("valid")
+        .args;
+        assert_eq!(
+            args.personal_combine,
+            crate::store::personal::Combine::Product
+        );
+        assert_eq!(args.ws_read_buffer_bytes, 65536);
+        for bad in [
+            ["serve", "--personal-combine", "average"],
+            ["serve", "--ws-read-buffer-bytes", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

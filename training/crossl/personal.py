@@ -1,7 +1,8 @@
 """The per-device personal head of crossl-serve (src/store/personal.rs), reimplemented in numpy for
 offline evaluation: nearest class mean on L2-normalised embeddings, a softmax over −‖e − μ_c‖² / T for the
 labelled classes plus one "unlabelled" option scoring −D / T whose mass goes to the never-labelled classes
-in the general model's proportions. Defaults are the service's (`--personal-temperature`,
+in the general model's proportions; with `combine="product"` (`--personal-combine product`) that
+distribution is multiplied by the general model's and renormalised. Defaults are the service's (`--personal-temperature`,
 `--personal-reject-distance`).
 """
 
@@ -36,6 +37,7 @@ def probabilities(
     embeddings: np.ndarray,
     temperature: float = TEMPERATURE,
     reject_distance: float = REJECT_DISTANCE,
+    combine: str = "replace",
 ) -> np.ndarray:
     """Personal distribution [N, n_classes] for windows with general probabilities [N, n_classes]."""
     general = np.clip(np.asarray(general, dtype=np.float64), 0.0, None)
@@ -56,4 +58,11 @@ def probabilities(
     if len(unlabelled):
         share = np.where(with_other[:, None], general[:, unlabelled] / np.where(with_other, mass, 1.0)[:, None], 0.0)
         out[:, unlabelled] = q[:, -1:] * share
-    return out
+    if combine == "replace":
+        return out
+    if combine != "product":
+        raise ValueError(f"combine must be replace or product, got {combine!r}")
+    # the head alone where the product vanishes
+    product = out * general
+    total = product.sum(1, keepdims=True)
+    return np.where(total > 0, product / np.where(total > 0, total, 1.0), out)

@@ -42,6 +42,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="*", default=[1, 2, 5])
     ap.add_argument("--temperature", type=float, default=personal.TEMPERATURE)
     ap.add_argument("--reject-distance", type=float, default=personal.REJECT_DISTANCE)
+    ap.add_argument("--combine", choices=["replace", "product"], default="replace", help="as --personal-combine")
+    ap.add_argument(
+        "--held-out",
+        action="store_true",
+        help="the subjects were held out of the model's training (a LOSO fold's model, personalise_loso.sh)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "training" / "runs")
     a = ap.parse_args()
 
@@ -68,7 +74,9 @@ def main() -> None:
         for k in a.k:
             train = segment < k
             classes, means = personal.fit(emb[train], y[train])
-            p = personal.probabilities(classes, means, probs[test], emb[test], a.temperature, a.reject_distance)
+            p = personal.probabilities(
+                classes, means, probs[test], emb[test], a.temperature, a.reject_distance, a.combine
+            )
             scores[k] = f1_score(y[test], p.argmax(1), average="macro")
         rows.append((s, general_f1, scores))
 
@@ -77,13 +85,15 @@ def main() -> None:
         f"# Personalisation, model {manifest.get('name')} {version}",
         "",
         f"Head: nearest class mean on L2-normalised embeddings, temperature {a.temperature}, reject distance "
-        f"{a.reject_distance} (the service's defaults; `crossl.personal` = src/store/personal.rs). k labelled "
+        f"{a.reject_distance}, combine {a.combine} (the service's defaults: 0.05, 0.25, replace; `crossl.personal` = src/store/personal.rs). k labelled "
         f"windows (5-s segments) per class from the start of each recording; macro-F1 on segments "
         f"s{max(a.k) + 1:02d}–s{data.SEGMENTS_PER_RECORDING} of every activity, all 15 modalities present.",
         "",
     ]
     trained_on = [s for s in subjects if s in seen] if seen else []
-    if trained_on or not seen:
+    if a.held_out:
+        lines += [f"Model {version} was trained without {', '.join(subjects)} (a leave-one-subject-out fold).", ""]
+    elif trained_on or not seen:
         lines += [
             "**Caveat:** "
             + (
@@ -118,7 +128,7 @@ def main() -> None:
     )
     text = "\n".join(lines) + "\n"
     a.out.mkdir(parents=True, exist_ok=True)
-    out = a.out / f"personalise_{version}.md"
+    out = a.out / (f"personalise_{version}.md" if a.combine == "replace" else f"personalise_{version}_{a.combine}.md")
     out.write_text(text)
     print(text)
     print(f"written to {out}")

@@ -9,4 +9,5 @@ out=training/runs/personalise-loso/$t
 mkdir -p $out
 .venv/bin/python -m crossl finetune --threads 1 --coverage 0.5 --subjects $train --pretrained $ckpt --out $out/finetuned.pt
 .venv/bin/python -m crossl export --checkpoint $out/finetuned.pt --out $out/model --version fold-$t
-.venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --out $out
+.venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --out $out
+.venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --combine product --out $out

@@ -20,10 +20,15 @@ def test_labelled_classes_follow_distance_and_unlabelled_ones_keep_general_propo
     t = personal.TEMPERATURE
     s0, s1, so = np.exp(-2 / t), 1.0, np.exp(-personal.REJECT_DISTANCE / t)
     total = s0 + s1 + so
-    np.testing.assert_allclose(p[0], [s0 / total, s1 / total, so / total * 0.75, so / total * 0.25], atol=1e-9)
+    q = np.array([s0 / total, s1 / total, so / total * 0.75, so / total * 0.25])
+    np.testing.assert_allclose(p[0], q, atol=1e-9)
     assert p[0].argmax() == 1
     # far from both labelled means: the unlabelled classes take the mass, in the general model's proportions
     assert p[1].argmax() == 2 and abs(p[1, 2] / p[1, 3] - 3) < 1e-9 and p[1, :2].max() < 1e-6
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    # the product rule: the head's distribution times the general model's, renormalised
+    prod = personal.probabilities(classes, means, general[:1], np.array([[0, 3.0, 0]]), combine="product")
+    np.testing.assert_allclose(prod[0], q * general[0] / (q * general[0]).sum(), atol=1e-9)
     np.testing.assert_allclose(p.sum(1), 1.0)
 
 
@@ -32,3 +37,11 @@ def test_every_class_labelled_is_the_head_alone():
     p = personal.probabilities(classes, means, np.array([[0.99, 0.01]]), np.array([[0.1, 1.0, 0]]))
     assert p[0].argmax() == 1
     np.testing.assert_allclose(p.sum(1), 1.0)
+
+
+def test_the_product_rule_lets_a_sure_general_model_outvote_a_near_label():
+    # as src/store/personal.rs, the_product_rule_multiplies_in_the_general_model_and_lets_it_outvote_a_near_label
+    classes, means = personal.fit(np.array([[1.0, 0, 0], [0, 1.0, 0]]), np.array([0, 1]))
+    sure, off = np.array([[0.0005, 0.0005, 0.998, 0.001]]), np.array([[0.3, 3.0, 0]])
+    assert personal.probabilities(classes, means, sure, off)[0].argmax() == 1
+    assert personal.probabilities(classes, means, sure, off, combine="product")[0].argmax() == 2
