@@ -34,6 +34,11 @@ pub struct WindowPolicy {
 }
 
 impl WindowPolicy {
+    /// The first window end on this policy's grid strictly after `t`.
+    fn grid_ceil(&self, t: i64) -> i64 {
+        ((t - self.phase_nanos).div_euclid(self.hop_nanos) + 1) * self.hop_nanos + self.phase_nanos
+    }
+
     /// The policy of one device: its phase on the hop grid.
     pub fn for_device(mut self, device_id: &str) -> Self {
         self.phase_nanos =
@@ -283,13 +288,16 @@ impl DeviceWindows {
     /// than the last *closed* window's end but inside the next window is still useful (windows overlap
     /// when hop < window), less the interpolation reach.
     fn drop_before(&self, m: usize) -> Option<i64> {
-        let spec = &self.manifest.modalities[m];
+        self.last_closed_end
+            .map(|lc| lc + self.policy.hop_nanos - self.reach_nanos(m))
+    }
+
+    /// How far before its end a window uses samples of modality `m`: its span plus the interpolation
+    /// reach.
+    fn reach_nanos(&self, m: usize) -> i64 {
         let period = self.modalities[m].buffer.period();
-        self.last_closed_end.map(|lc| {
-            let span = spec.window_samples as f64 * period;
-            (lc + self.policy.hop_nanos)
-                - (span + self.policy.max_gap_samples * period).round() as i64
-        })
+        let span = self.manifest.modalities[m].window_samples as f64 * period;
+        (span + self.policy.max_gap_samples * period).round() as i64
     }
 
     /// Adds a chunk of modality `m` (row-major samples × channels, already validated) that arrived at
@@ -323,6 +331,11 @@ impl DeviceWindows {
         self.hello_pending = false;
         self.last_seen = now;
         self.last_chunk_at = Some(now);
+        // With a hop longer than the window, samples between one window's reach and the next window are
+        // never used: skipped on arrival, else a device's buffer fills to its cap before its first window
+        // closes (≈ 400 KiB per device at --hop-ms 60000).
+        let (reach, policy) = (self.reach_nanos(m), self.policy);
+        let unneeded = |t: i64| policy.hop_nanos > reach && policy.grid_ceil(t) - t > reach;
         let state = &mut self.modalities[m];
         if state
             .newest
@@ -342,15 +355,6 @@ impl DeviceWindows {
         }
         state.prev_chunk = Some((start, n_rows));
         state.last_heard = Some(now);
-        // With a hop longer than the window, samples between one window's reach and the next window are
-        // never used: skipped on arrival, else a device's buffer fills to its cap before its first window
-        // closes (≈ 400 KiB per device at --hop-ms 60000).
-        let window_samples = self.manifest.modalities[m].window_samples;
-        let reach =
-            (window_samples as f64 * period + self.policy.max_gap_samples * period).round() as i64;
-        let (phase, hop) = (self.policy.phase_nanos, self.policy.hop_nanos);
-        let unneeded =
-            |t: i64| hop > reach && ((t - phase).div_euclid(hop) + 1) * hop + phase - t > reach;
         outcome.samples = state
             .buffer
             .insert(start, rows, drop_before, late_before, unneeded);
@@ -390,12 +394,6 @@ impl DeviceWindows {
             .zip(self.last_closed_end)
             .map(|(drop, lc)| drop.min(lc));
         (drop_before, late_before)
-    }
-
-    /// The first window end on this device's grid strictly after `t`.
-    fn grid_ceil(&self, t: i64) -> i64 {
-        let phase = self.policy.phase_nanos;
-        ((t - phase).div_euclid(self.policy.hop_nanos) + 1) * self.policy.hop_nanos + phase
     }
 
     /// Samples held over all modalities (what the device's window state costs).
@@ -470,7 +468,7 @@ impl DeviceWindows {
             else {
                 break;
             };
-            let first_useful = self.grid_ceil(earliest);
+            let first_useful = self.policy.grid_ceil(earliest);
             let t = match self.last_closed_end {
                 Some(lc) => (lc + self.policy.hop_nanos).max(first_useful),
                 None => first_useful,

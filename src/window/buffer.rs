@@ -205,9 +205,10 @@ impl ModalityBuffer {
         self.values.extend(row.iter().copied());
     }
 
-    /// A one-sample run at time `t` before the sample now at index `pos`. A run's samples are one period
-    /// apart, so a new sample between two of them is a duplicate and `pos` is at a run's start in
-    /// practice; the split keeps the buffer right if rounding ever says otherwise.
+    /// A one-sample run at time `t` before the sample now at index `pos`, splitting the run `pos` falls
+    /// in. A run's samples are one period apart, so a new sample between two of them is usually a
+    /// duplicate; only a period that is not a whole number of ns can leave a 1-ns-wider step with room
+    /// for one (e.g. 30 Hz).
     fn insert_at(&mut self, mut pos: usize, t: i64) {
         let single = Run {
             t0: t,
@@ -497,6 +498,26 @@ mod tests {
             let from = (20.0 * period).round() as i64;
             prop_assert_eq!(b.gap_free(from, end, 1.5 * period), reference.gap_free(from, end, 1.5 * period));
         }
+    }
+
+    #[test]
+    fn a_sample_in_a_one_ns_wider_step_splits_its_run_and_keeps_every_time() {
+        // 30 Hz: samples at 0, 33_333_333, 66_666_667 (a step of 33_333_334 ns); 50_000_000 is more than
+        // half a period (16_666_666 ns) from both neighbours, so it is not a duplicate.
+        let mut b = ModalityBuffer::new(1, 30.0, 100);
+        b.insert(0, &[0.0, 1.0, 2.0], None, None, |_| false);
+        assert_eq!(b.runs.len(), 1);
+        let s = b.insert(50_000_000, &[1.5], None, None, |_| false);
+        assert_eq!((s.accepted, s.out_of_order), (1, 1));
+        assert_eq!(
+            b.times_from(0).collect::<Vec<_>>(),
+            vec![0, 33_333_333, 50_000_000, 66_666_667]
+        );
+        assert_eq!(
+            b.values.iter().copied().collect::<Vec<_>>(),
+            vec![0.0, 1.0, 1.5, 2.0]
+        );
+        assert_eq!(b.runs.len(), 3);
     }
 
     #[test]
