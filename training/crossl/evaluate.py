@@ -37,6 +37,9 @@ METHODS = {
     # crossl_finetune plus a no-magnetometer expert (fine-tuned with the magnetometers always absent) that
     # answers whenever no magnetometer is present: what `release --no-mag-expert` ships.
     "crossl_routed": (True, False),
+    # crossl_finetune plus a second fine-tune of the same pre-training (another classifier seed); the two
+    # average their class probabilities on every input, as one exported graph would.
+    "crossl_ens2": (True, False),
 }
 METHOD_LABELS = {
     "crossl_probe": "CroSSL frozen probe",
@@ -44,6 +47,7 @@ METHOD_LABELS = {
     "supervised": "Supervised from scratch",
     "random_probe": "Random-init frozen probe",
     "crossl_routed": "CroSSL fine-tune + no-mag expert",
+    "crossl_ens2": "CroSSL fine-tune, two-seed ensemble",
 }
 
 
@@ -80,17 +84,25 @@ def units_in(scenario: str) -> int | None:
 
 
 def score(
-    model: CroSSL, e_test: torch.Tensor, y_test: np.ndarray, expert: CroSSL | None = None, e_expert: torch.Tensor | None = None
+    model: CroSSL,
+    e_test: torch.Tensor,
+    y_test: np.ndarray,
+    expert: CroSSL | None = None,
+    e_expert: torch.Tensor | None = None,
+    partners: list[tuple[CroSSL, torch.Tensor]] = (),
 ) -> tuple[dict, list]:
     """Macro-F1 and accuracy per scenario. With an expert: scenarios without any magnetometer are answered
-    by the expert, as RoutedCroSSL does (the route depends only on the presence mask)."""
+    by the expert, as RoutedCroSSL does (the route depends only on the presence mask). With partners (an
+    ensemble): every scenario is answered by the mean of the class probabilities of model and partners."""
     out = {}
     confusion = None
     mag = data.modalities_of_sensor("mag")
     for name, keep in scenarios().items():
         use_expert = expert is not None and keep[mag].sum() == 0
-        m, e = (expert, e_expert) if use_expert else (model, e_test)
-        pred = logits_from_embeddings(m, e, torch.from_numpy(keep)[None]).argmax(-1).numpy()
+        mask = torch.from_numpy(keep)[None]
+        members = [(expert, e_expert)] if use_expert else [(model, e_test), *partners]
+        probs = sum(torch.softmax(logits_from_embeddings(m, e, mask), -1) for m, e in members)
+        pred = probs.argmax(-1).numpy()
         out[name] = {
             "macro_f1": float(f1_score(y_test, pred, average="macro", labels=np.arange(len(data.CLASSES)))),
             "accuracy": float(accuracy_score(y_test, pred)),
@@ -232,8 +244,18 @@ def run_fold(
                     False, desc=f"{test_subject} no-mag expert {frac:g}",
                 )  # fmt: skip
                 info = {**info, "seconds": info["seconds"] + expert_info["seconds"], "expert_steps": expert_info["steps"]}
+            partners = []
+            if method == "crossl_ens2":
+                seed_everything(fold_seed + 17)
+                partner = fresh_copy(pretrained)
+                partner_info = train_classifier(
+                    partner, x_tr[idx], y_tr[idx], clf_cfg, groups, fold_seed + 19, False,
+                    desc=f"{test_subject} ensemble member 2 {frac:g}",
+                )  # fmt: skip
+                partners.append((partner, encode_all(partner, x_te)))
+                info = {**info, "seconds": info["seconds"] + partner_info["seconds"]}
             e_expert = encode_all(expert, x_te) if expert is not None else None
-            scores, confusion = score(model, encode_all(model, x_te), y_te, expert, e_expert)
+            scores, confusion = score(model, encode_all(model, x_te), y_te, expert, e_expert, partners)
             key = f"{frac:g}"
             results[method][key] = scores
             confusions[method][key] = confusion

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from crossl import data
@@ -90,3 +91,25 @@ def test_finetune_seeds_share_one_pretraining_and_reseed_only_what_follows(tmp_p
     scores = lambda f: f["results"]["crossl_finetune"]["0.05"]["all"]  # noqa: E731
     assert scores(same) == scores(default)
     assert other["timings"]["crossl_finetune"]["0.05"]["final_loss"] != default["timings"]["crossl_finetune"]["0.05"]["final_loss"]
+
+
+def test_a_two_seed_ensemble_shares_its_first_member_with_the_fine_tune_and_averages_probabilities(tmp_path, monkeypatch):
+    from crossl import evaluate
+
+    rng = np.random.default_rng(4)
+    ds = data.DSADS({s: rng.standard_normal((19, 60, 125, 45)).astype(np.float32) for s in ("p1", "p2")})
+    pre = PretrainConfig(epochs=1, batch_size=64)
+    clf = ClassifierConfig(min_steps=2, epochs=1, max_passes=128, probe_steps=2)
+    members = []
+    real_score = evaluate.score
+    monkeypatch.setattr(evaluate, "score", lambda *a: members.append(a) or real_score(*a))
+    fold = run_fold(ds, "p2", ["p1", "p2"], [1.0], ["crossl_finetune", "crossl_ens2"], pre, clf, (4, 6, 8), 0, 500, 0, tmp_path)
+
+    (model, e, y, *_), (model2, e2, y2, _, _, partners) = members
+    assert model is model2 and torch.equal(e, e2) and len(partners) == 1 and partners[0][0] is not model
+    # the ensemble's answer is the argmax of the mean of both members' probabilities
+    keep = torch.ones(1, len(data.MODALITIES))
+    mean = sum(torch.softmax(evaluate.logits_from_embeddings(m, x, keep), -1) for m, x in [(model, e), *partners]) / 2
+    expected = evaluate.f1_score(y2, mean.argmax(-1).numpy(), average="macro", labels=np.arange(len(data.CLASSES)))
+    assert fold["results"]["crossl_ens2"]["1"]["all"]["macro_f1"] == pytest.approx(expected)
+    assert fold["timings"]["crossl_ens2"]["1"]["seconds"] > fold["timings"]["crossl_finetune"]["1"]["seconds"]
