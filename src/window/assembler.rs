@@ -187,6 +187,14 @@ pub struct DeviceWindows {
     offset: OffsetEstimate,
 }
 
+/// What a modality holds between two closes when its device streams on time: a window, and up to a hop
+/// more before the next one closes (beyond a window's worth of hop, the long-hop skip holds only the
+/// next window's samples).
+fn steady_samples(window_samples: usize, rate_hz: f64, policy: &WindowPolicy) -> usize {
+    let hop_samples = (policy.hop_nanos as f64 * rate_hz / 1e9).ceil() as usize;
+    window_samples + hop_samples.min(window_samples)
+}
+
 /// Upper bound of windows closed in one call, so one device cannot stall the caller.
 const MAX_CLOSES_PER_CALL: usize = 256;
 
@@ -200,7 +208,8 @@ impl DeviceWindows {
                     m.channels,
                     m.sample_rate_hz,
                     m.window_samples * policy.max_buffer_windows.max(2),
-                ),
+                )
+                .with_steady_samples(steady_samples(m.window_samples, m.sample_rate_hz, &policy)),
                 last_heard: None,
                 newest: None,
                 prev_chunk: None,

@@ -33,6 +33,10 @@ pub(crate) struct ModalityBuffer {
     period: f64,
     rate_hz: f64,
     cap: usize,
+    /// Samples held in steady state (a window and a hop; 0 = no hint). The first sample reserves exactly
+    /// that much, rather than the doubling growth's next power of two, and pruning gives back capacity a
+    /// backlog grew past twice that, so a burst does not pin its peak for the device's lifetime.
+    steady: usize,
     runs: VecDeque<Run>,
     /// Number of samples (the runs' lengths summed).
     len: usize,
@@ -60,10 +64,17 @@ impl ModalityBuffer {
             period: 1e9 / rate_hz,
             rate_hz,
             cap: cap.max(1),
+            steady: 0,
             runs: VecDeque::new(),
             len: 0,
             values: VecDeque::new(),
         }
+    }
+
+    /// Sizes the buffer for `samples` held in steady state (see `steady`).
+    pub(crate) fn with_steady_samples(mut self, samples: usize) -> Self {
+        self.steady = samples.min(self.cap);
+        self
     }
 
     pub(crate) fn period(&self) -> f64 {
@@ -202,6 +213,9 @@ impl ModalityBuffer {
             }),
         }
         self.len += 1;
+        if self.values.capacity() == 0 {
+            self.values.reserve_exact(self.steady * self.channels);
+        }
         self.values.extend(row.iter().copied());
     }
 
@@ -255,6 +269,11 @@ impl ModalityBuffer {
                 front.len -= n as u32;
                 n = 0;
             }
+        }
+        let steady = self.steady * self.channels;
+        if steady > 0 && self.values.capacity() > 2 * steady && self.values.len() <= steady {
+            self.values.shrink_to(steady);
+            self.runs.shrink_to(self.runs.len().max(4));
         }
     }
 
@@ -530,6 +549,29 @@ mod tests {
         b.prune(5_000_000_000);
         assert_eq!((b.len(), b.runs.len()), (125, 1));
         assert_eq!(b.first_time(), Some(5_000_000_000));
+    }
+
+    #[test]
+    fn the_steady_size_is_reserved_exactly_and_a_backlog_gives_its_capacity_back() {
+        // 25 Hz, 3 channels, a window (125) and a hop (25): 450 floats, not the doubling's 512
+        let mut b = ModalityBuffer::new(3, 25.0, 100_000).with_steady_samples(150);
+        let chunk = |b: &mut ModalityBuffer, k: i64| {
+            b.insert(k * 200_000_000, &[0.5; 15], None, None, |_| false);
+        };
+        for k in 0..30 {
+            chunk(&mut b, k);
+        }
+        assert_eq!(b.values.capacity(), 450);
+        // a 60-s backlog grows the buffer; once pruned back to a window it returns to the steady size
+        for k in 30..330 {
+            chunk(&mut b, k);
+        }
+        assert!(b.values.capacity() >= 330 * 15);
+        b.prune(62_000_000_000);
+        assert_eq!(b.len(), 100);
+        assert_eq!(b.values.capacity(), 450);
+        assert_eq!(b.first_time(), Some(62_000_000_000));
+        assert!(b.values.iter().all(|&v| v == 0.5));
     }
 
     const P: i64 = 100_000_000; // 10 Hz
