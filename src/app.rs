@@ -261,7 +261,7 @@ struct Control {
 fn check_args(args: &ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
     anyhow::ensure!(
-        args.max_batch_size >= 1,
+        args.max_batch_size() >= 1,
         "--max-batch-size must be at least 1"
     );
     anyhow::ensure!(
@@ -325,7 +325,10 @@ fn build_core(
     let auth = crate::api::auth::ApiKeys::parse(&args.api_keys)
         .map_err(|e| anyhow::anyhow!("--api-key: {e}"))?;
     let limits = crate::config::TransportLimits::from_args(&args, manifest.recommended_hop_seconds);
-    let metrics = Arc::new(Metrics::new(manifest.modalities.len(), args.max_batch_size));
+    let metrics = Arc::new(Metrics::new(
+        manifest.modalities.len(),
+        args.max_batch_size(),
+    ));
     let names: Vec<&str> = manifest
         .modalities
         .iter()
@@ -360,11 +363,11 @@ fn build_core(
     let factory = hooks
         .backend_factory
         .unwrap_or_else(|| ort_factory(&args, Arc::clone(&manifest)));
-    let warmup = warmup_batches(&manifest, args.max_batch_size, args.warmup_runs);
+    let warmup = warmup_batches(&manifest, args.max_batch_size(), args.warmup_runs);
     let (mut pool, ready) = WorkerPool::start(args.workers, factory, warmup);
     let (batcher, actor) = Batcher::start(
         BatcherConfig {
-            max_batch_size: args.max_batch_size,
+            max_batch_size: args.max_batch_size(),
             max_batch_delay: args.max_batch_delay(),
             queue_capacity: args.queue_capacity,
             one_shot_queue_capacity: args.predict_queue_capacity,

@@ -27,7 +27,7 @@ async fn windows_still_queued_at_the_drain_timeout_are_dropped_and_counted() {
     let server = start_with_hooks(
         |a| {
             a.drain_timeout_ms = 300;
-            a.max_batch_size = 1;
+            a.max_batch_size = Some(1);
         },
         hooks,
     )

@@ -218,7 +218,7 @@ async fn a_full_queue_sheds_with_429_and_counts_it() {
     args.predict_queue_capacity = 1;
     args.max_request_rows = 1;
     args.max_requests_per_client = 0;
-    args.max_batch_size = 1;
+    args.max_batch_size = Some(1);
     let gate = Arc::new(Mutex::new(()));
     let server = launch_server(args.clone(), gated_hooks(&args, Arc::clone(&gate))).await;
     server.ready().await;

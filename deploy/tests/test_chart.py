@@ -408,6 +408,14 @@ def test_gpu_value_set_runs_cuda_on_the_cuda_image():
     assert "accelerator" not in server_pod(render())["metadata"]["labels"]
 
 
+def test_batch_size_is_the_servers_per_provider_default_unless_set():
+    # unset on CPU: the server picks its CPU default (small batches); the GPU value set asks for large ones
+    assert "CROSSL_MAX_BATCH_SIZE" not in settings(render())
+    gpu = settings(render(ci_values("gpu-values.yaml")))
+    assert (gpu["CROSSL_MAX_BATCH_SIZE"], gpu["CROSSL_QUEUE_CAPACITY"]) == ("256", "2048")
+    assert settings(render({"batching": {"maxBatchSize": 16}}))["CROSSL_MAX_BATCH_SIZE"] == "16"
+
+
 # --- helm test -------------------------------------------------------------------------------------------------------
 
 

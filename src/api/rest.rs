@@ -272,7 +272,7 @@ async fn model(State(core): State<Core>) -> Json<ModelResponse> {
         runtime: health.runtime,
         ready: health.phase == Phase::Ready,
         batching: BatchingInfo {
-            max_batch_size: a.max_batch_size,
+            max_batch_size: a.max_batch_size(),
             max_batch_delay_ms: a.max_batch_delay_ms,
             queue_capacity: a.queue_capacity,
             predict_queue_capacity: a.predict_queue_capacity,

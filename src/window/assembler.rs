@@ -209,7 +209,11 @@ impl DeviceWindows {
                     m.sample_rate_hz,
                     m.window_samples * policy.max_buffer_windows.max(2),
                 )
-                .with_steady_samples(steady_samples(m.window_samples, m.sample_rate_hz, &policy)),
+                .with_steady_samples(steady_samples(
+                    m.window_samples,
+                    m.sample_rate_hz,
+                    &policy,
+                )),
                 last_heard: None,
                 newest: None,
                 prev_chunk: None,
