@@ -49,9 +49,11 @@ test: setup-dev data build test-rust test-python test-interop test-client soak-c
 	@echo "all test suites passed"
 
 # REDIS_SERVER_BIN: the real redis-server the shared-store tests (tests/redis_*.rs) start; never skipped.
+# The `cuda` build is type-checked too (the CUDA provider's code is behind that feature; no GPU needed).
 test-rust:
 	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" REDIS_SERVER_BIN="$$(scripts/redis-server-bin.sh)" \
 	  cargo test --locked --all-targets
+	cargo check --locked --features cuda --bin crossl-serve
 
 test-python:
 	CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q training/tests deploy/tests
