@@ -2,9 +2,10 @@
 (crossl.personal = src/store/personal.rs, same temperature and mixing) fitted on k = 1, 2, 5 labelled
 windows per class taken from the START of each recording (segments s01.. in time order), scored by
 macro-F1 on the rest of that subject's windows against the general model. Embeddings and general
-probabilities come from the exported ONNX model via onnxruntime (all 15 modalities present); no training.
+probabilities come from the exported ONNX model via onnxruntime (all 15 modalities present, or the sensor
+types --sensors keeps, absent both when labelling and after); no training.
 
-    python training/experiments/personalise.py [--model models/crossl-dsads] [--subjects p1 p2 ...]
+    python training/experiments/personalise.py [--model models/crossl-dsads] [--subjects p1 p2 ...] [--sensors no_mag]
 
 Writes a markdown table to training/runs/personalise_<model version>.md and prints it.
 """
@@ -25,11 +26,20 @@ from crossl import data, personal  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_model(session, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, embeddings) for channels-major windows [N, 45, 125], every modality present."""
+# --sensors: which sensor types a device has (the others absent for every window, as the service marks them).
+SENSOR_SETS = {"all": ("acc", "gyro", "mag"), "no_mag": ("acc", "gyro"), "acc_only": ("acc",)}
+
+
+def run_model(session, x: np.ndarray, sensors: tuple[str, ...] = SENSOR_SETS["all"]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, embeddings) for channels-major windows [N, 45, 125]; modalities of other sensor types
+    are absent (zero input, present 0), as the service sends them."""
     c = data.CHANNELS_PER_MODALITY
-    feeds = {f"x_{m}": np.ascontiguousarray(x[:, i * c : (i + 1) * c]) for i, m in enumerate(data.MODALITIES)}
-    feeds["present"] = np.ones((len(x), len(data.MODALITIES)), dtype=np.float32)
+    keep = np.array([data.modality_sensor(m) in sensors for m in data.MODALITIES])
+    feeds = {
+        f"x_{m}": np.ascontiguousarray(x[:, i * c : (i + 1) * c] * np.float32(keep[i]))
+        for i, m in enumerate(data.MODALITIES)
+    }
+    feeds["present"] = np.tile(keep.astype(np.float32), (len(x), 1))
     probs, emb = session.run(["probabilities", "embedding"], feeds)
     return probs, emb
 
@@ -48,6 +58,7 @@ def main() -> None:
         action="store_true",
         help="the subjects were held out of the model's training (a LOSO fold's model, personalise_loso.sh)",
     )
+    ap.add_argument("--sensors", choices=list(SENSOR_SETS), default="all", help="sensor types the device has")
     ap.add_argument("--out", type=Path, default=REPO / "training" / "runs")
     a = ap.parse_args()
 
@@ -66,7 +77,7 @@ def main() -> None:
         x = np.ascontiguousarray(rec.reshape(-1, data.WINDOW_SAMPLES, data.N_COLUMNS).transpose(0, 2, 1))
         y = np.repeat(np.arange(n_classes), data.SEGMENTS_PER_RECORDING)
         segment = np.tile(np.arange(data.SEGMENTS_PER_RECORDING), n_classes)
-        probs, emb = run_model(session, x)
+        probs, emb = run_model(session, x, SENSOR_SETS[a.sensors])
         scores = {}
         # Every k is scored on the same windows (those after the largest k), so the columns compare.
         test = segment >= max(a.k)
@@ -87,7 +98,8 @@ def main() -> None:
         f"Head: nearest class mean on L2-normalised embeddings, temperature {a.temperature}, reject distance "
         f"{a.reject_distance}, combine {a.combine} (the service's defaults: 0.05, 0.25, replace; `crossl.personal` = src/store/personal.rs). k labelled "
         f"windows (5-s segments) per class from the start of each recording; macro-F1 on segments "
-        f"s{max(a.k) + 1:02d}–s{data.SEGMENTS_PER_RECORDING} of every activity, all 15 modalities present.",
+        f"s{max(a.k) + 1:02d}–s{data.SEGMENTS_PER_RECORDING} of every activity, "
+        + ("all 15 modalities present." if a.sensors == "all" else f"sensor types {'+'.join(SENSOR_SETS[a.sensors])} only (the rest absent throughout)."),
         "",
     ]
     trained_on = [s for s in subjects if s in seen] if seen else []
@@ -128,7 +140,8 @@ def main() -> None:
     )
     text = "\n".join(lines) + "\n"
     a.out.mkdir(parents=True, exist_ok=True)
-    out = a.out / (f"personalise_{version}.md" if a.combine == "replace" else f"personalise_{version}_{a.combine}.md")
+    suffix = "".join(f"_{v}" for v in (a.combine, a.sensors) if v not in ("replace", "all"))
+    out = a.out / f"personalise_{version}{suffix}.md"
     out.write_text(text)
     print(text)
     print(f"written to {out}")

@@ -11,3 +11,8 @@ mkdir -p $out
 .venv/bin/python -m crossl export --checkpoint $out/finetuned.pt --out $out/model --version fold-$t
 .venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --out $out
 .venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --combine product --out $out
+for sensors in no_mag acc_only; do  # a device without some sensor types, absent when labelling and after
+    for combine in replace product; do
+        .venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --combine $combine --sensors $sensors --out $out
+    done
+done
