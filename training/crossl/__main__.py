@@ -1,4 +1,4 @@
-"""python -m crossl unpack | pretrain | finetune | evaluate | nested | report | seeds | sweep | robustness | export | release"""
+"""python -m crossl unpack | pretrain | finetune | evaluate | nested | nested-merge | report | seeds | sweep | robustness | export | release"""
 
 from __future__ import annotations
 
@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--candidates", type=_subjects, default=_subjects("crossl_finetune,crossl_routed"), help="methods (see evaluate) the inner split chooses among")
     p.add_argument("--out", type=Path, required=True, help="results folder (nested_<subject>.json, nested.md)")
 
+    p = sub.add_parser("nested-merge", help="one nested table from runs over different candidate sets (best inner score across them wins)")
+    p.add_argument("--results", type=Path, nargs="+", required=True, help="nested results folders (nested_<subject>.json)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the merged nested_<subject>.json, nested.md, manifest_metrics.json")
+
     p = sub.add_parser("report", help="tables and plots from the fold JSONs in a results folder")
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--out", type=Path, help="default: the results folder")
@@ -239,6 +243,16 @@ def main(argv: list[str] | None = None) -> None:
             a.data, a.subjects, a.folds, a.candidates, a.out, pre, clf, widths, a.head_hidden, a.hop, a.seed,
             a.cache_dir, command, a.run_dir / "nested", not a.no_centre_mag,
         )  # fmt: skip
+        _write_table(nested.markdown(results), a.out / "nested.md")
+        (a.out / "manifest_metrics.json").write_text(json.dumps(nested.manifest_metrics(results), indent=1))
+    elif a.cmd == "nested-merge":
+        from . import nested
+
+        runs = [[json.loads(f.read_text()) for f in sorted(d.glob("nested_p*.json"))] for d in a.results]
+        results = sorted(nested.merge(runs), key=lambda r: r["test_subject"])
+        a.out.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            (a.out / f"nested_{r['test_subject']}.json").write_text(json.dumps(r, indent=1, default=str))
         _write_table(nested.markdown(results), a.out / "nested.md")
         (a.out / "manifest_metrics.json").write_text(json.dumps(nested.manifest_metrics(results), indent=1))
     elif a.cmd == "report":

@@ -121,6 +121,30 @@ def run(
     return results
 
 
+def merge(runs: list[list[dict]]) -> list[dict]:
+    """One nested result per fold from several runs over different candidate sets, as if one run had had every
+    candidate: per fold, the candidate with the best inner selection score across the runs wins, and its
+    outer score comes from the run that chose it (a run's winner beat its own candidates, so the overall
+    winner was chosen, and scored, in its run). A candidate in several runs must have the same inner scores
+    in each (same seeds and settings): otherwise the runs are not comparable and this raises."""
+    by_fold: dict[str, list[dict]] = {}
+    for run in runs:
+        for r in run:
+            by_fold.setdefault(r["test_subject"], []).append(r)
+    merged = []
+    for t, rs in by_fold.items():
+        inner: dict[str, dict] = {}
+        for r in rs:
+            for m, v in r["inner"].items():
+                if m in inner and not np.isclose(inner[m]["selection_score"], v["selection_score"], atol=1e-9):
+                    raise ValueError(f"{t}: {m}'s inner score differs between runs ({inner[m]['selection_score']} vs {v['selection_score']})")
+                inner[m] = v
+        chosen = max(inner, key=lambda m: inner[m]["selection_score"])
+        source = next(r for r in rs if r["chosen"] == chosen)
+        merged.append({**source, "candidates": list(inner), "inner": inner, "merged_from": len(rs)})
+    return merged
+
+
 def manifest_metrics(results: list[dict]) -> dict:
     """What `export --metrics` puts into model.json: the outer estimate, mean over the finished folds."""
     keys = ["all", "worst_single_unit_missing", "no_mag", "mean_over_unit_pairs", "acc_only"]

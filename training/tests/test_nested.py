@@ -63,3 +63,24 @@ def test_manifest_metrics_are_the_outer_means_of_the_finished_folds():
     est = nested.manifest_metrics(rows)["nested_outer_estimate"]
     assert est["folds"] == ["p1", "p2"] and est["chosen"] == {"p1": "a", "p2": "b"}
     assert est["all"] == 0.85 and est["no_mag"] == 0.6 and est["acc_only"] == 0.4
+
+
+def test_merge_picks_the_best_inner_candidate_across_runs_and_its_outer_score():
+    def row(t, inner, chosen, outer_all):
+        return {"test_subject": t, "inner_validation_subject": "v", "chosen": chosen, "outer": {"all": outer_all},
+                "inner": {m: {"selection_score": v} for m, v in inner.items()}, "candidates": list(inner)}  # fmt: skip
+
+    old = [row("p1", {"a": 0.8, "b": 0.7}, "a", 0.91), row("p2", {"a": 0.6, "b": 0.7}, "b", 0.82)]
+    new = [row("p1", {"a": 0.8, "c": 0.85}, "c", 0.93), row("p2", {"a": 0.6, "c": 0.65}, "c", 0.99)]
+    merged = {r["test_subject"]: r for r in nested.merge([old, new])}
+    assert merged["p1"]["chosen"] == "c" and merged["p1"]["outer"]["all"] == 0.93
+    assert merged["p2"]["chosen"] == "b" and merged["p2"]["outer"]["all"] == 0.82  # c won its run, not overall
+    assert set(merged["p2"]["inner"]) == {"a", "b", "c"}
+    # a shared candidate whose inner score differs between runs: the runs are not comparable
+    bad = [row("p1", {"a": 0.79, "c": 0.85}, "c", 0.93)]
+    try:
+        nested.merge([old, bad])
+    except ValueError as e:
+        assert "p1" in str(e)
+    else:
+        raise AssertionError("merged runs whose shared candidate disagrees")
