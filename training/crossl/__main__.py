@@ -275,8 +275,6 @@ def main(argv: list[str] | None = None) -> None:
         table = report.robustness_markdown(a.results, a.methods, fraction, a.baseline, a.baseline_results, a.folds)
         _write_table(table, a.out)
     elif a.cmd == "export":
-        import json
-
         from .release import load_checkpoint, write_model_dir
 
         model, saved = load_checkpoint(a.checkpoint)
