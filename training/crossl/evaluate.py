@@ -40,7 +40,11 @@ METHODS = {
     # crossl_finetune plus a second fine-tune of the same pre-training (another classifier seed); the two
     # average their class probabilities on every input, as one exported graph would.
     "crossl_ens2": (True, False),
+    # one network fine-tuned with the magnetometers also removed from a quarter of its training windows
+    "crossl_nomag25": (True, False),
 }
+# Classifier settings a method changes (the rest from the run's ClassifierConfig).
+METHOD_CLASSIFIER = {"crossl_nomag25": {"absent_sensors": ("mag",), "p_absent_windows": 0.25}}
 METHOD_LABELS = {
     "crossl_probe": "CroSSL frozen probe",
     "crossl_finetune": "CroSSL fine-tune",
@@ -48,6 +52,7 @@ METHOD_LABELS = {
     "random_probe": "Random-init frozen probe",
     "crossl_routed": "CroSSL fine-tune + no-mag expert",
     "crossl_ens2": "CroSSL fine-tune, two-seed ensemble",
+    "crossl_nomag25": "CroSSL fine-tune, magnetometers removed from 25 % of windows",
 }
 
 
@@ -225,17 +230,19 @@ def run_fold(
         trained: dict[tuple[bool, bool], tuple] = {}
         for method in methods:
             from_pretrained, frozen = METHODS[method]
-            if (from_pretrained, frozen) in trained and from_pretrained and not frozen:
-                model, info = trained[(from_pretrained, frozen)]
+            key = (from_pretrained, frozen, repr(METHOD_CLASSIFIER.get(method)))
+            if key in trained and from_pretrained and not frozen:
+                model, info = trained[key]
             else:
                 seed_everything(fold_seed + 7)
                 model = fresh_copy(pretrained) if from_pretrained else build_model(mean, std, widths, head_hidden, centre_mag)
                 # a fresh network has nothing pre-trained to train more gently
                 cfg = clf_cfg if from_pretrained else replace(clf_cfg, pretrained_lr_scale=1.0)
+                cfg = replace(cfg, **METHOD_CLASSIFIER.get(method, {}))
                 info = train_classifier(
                     model, x_tr[idx], y_tr[idx], cfg, groups, fold_seed + 11, frozen, desc=f"{test_subject} {method} {frac:g}"
                 )
-                trained[(from_pretrained, frozen)] = (model, info)
+                trained[key] = (model, info)
             expert = None
             if method == "crossl_routed":
                 expert = fresh_copy(expert_base)

@@ -57,6 +57,9 @@ class ClassifierConfig:
     dropout_pattern: str = "mixed"
     # Sensor types masked in every training window (after dropout): how the no-magnetometer expert is trained.
     absent_sensors: tuple[str, ...] = ()
+    # Fraction of training windows absent_sensors applies to (1.0: every window, the expert; below: one
+    # network that sees those sensors missing more often than modality dropout alone makes them).
+    p_absent_windows: float = 1.0
     # End-to-end training from a pre-trained model: learning rate of the encoders and aggregator relative to
     # lr (the freshly initialised head always trains at lr). 1.0 trains everything alike, as from scratch.
     pretrained_lr_scale: float = 1.0
@@ -233,6 +236,19 @@ def logits_from_embeddings(model: CroSSL, e: torch.Tensor, keep: torch.Tensor) -
     return model.head(model.embed(e, keep.expand(len(e), -1)))
 
 
+def with_absent_sensors(keep: torch.Tensor, groups: ModalityGroups, cfg: ClassifierConfig, gen: torch.Generator) -> torch.Tensor:
+    """cfg.absent_sensors removed from every window (p_absent_windows 1.0, drawing nothing from gen, so the
+    expert's training is unchanged) or from each window with probability p_absent_windows."""
+    if not cfg.absent_sensors:
+        return keep
+    if cfg.p_absent_windows >= 1.0:
+        return groups.without_sensors(keep, cfg.absent_sensors)
+    rows = torch.rand(len(keep), generator=gen) < cfg.p_absent_windows
+    keep = keep.clone()
+    keep[rows] = groups.without_sensors(keep[rows], cfg.absent_sensors)
+    return keep
+
+
 def train_classifier(
     model: CroSSL,
     x: np.ndarray,
@@ -278,8 +294,7 @@ def train_classifier(
         pos += bs
         b = len(idx)
         keep = groups.dropout_masks(b, cfg.p_all_present, gen, cfg.dropout_pattern) if cfg.modality_dropout else torch.ones(b, m)
-        if cfg.absent_sensors:
-            keep = groups.without_sensors(keep, cfg.absent_sensors)
+        keep = with_absent_sensors(keep, groups, cfg, gen)
         keep = keep.to(dev)
         if frozen:
             model.eval()  # frozen parts stay in eval mode; only the head's dropout is active

@@ -57,3 +57,21 @@ def test_mixed_draws_all_units_without_a_sensor_type_far_more_often():
 def test_unknown_pattern_is_an_error():
     with pytest.raises(ValueError, match="dropout pattern"):
         modality_groups().dropout_masks(4, 0.3, torch.Generator().manual_seed(0), "sideways")
+
+
+def test_absent_sensors_in_every_window_or_in_a_fraction_of_them():
+    from crossl.train import ClassifierConfig, with_absent_sensors
+
+    groups = modality_groups()
+    mag = torch.tensor(data.modalities_of_sensor("mag"))
+    keep = torch.ones(4000, len(data.MODALITIES))
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    every = with_absent_sensors(keep, groups, ClassifierConfig(absent_sensors=("mag",)), gen)
+    assert every[:, mag].sum() == 0 and torch.equal(gen.get_state(), state), "the expert's draws are unchanged"
+    some = with_absent_sensors(keep, groups, ClassifierConfig(absent_sensors=("mag",), p_absent_windows=0.25), gen)
+    without = some[:, mag].sum(dim=1) == 0
+    assert 0.2 < without.float().mean() < 0.3
+    assert torch.equal(some[~without], keep[~without]) and some[without].sum(dim=1).eq(10).all()
+    assert torch.equal(keep, torch.ones_like(keep)), "the input mask is not modified"
+    assert torch.equal(with_absent_sensors(keep, groups, ClassifierConfig(), gen), keep)
