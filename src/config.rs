@@ -71,9 +71,9 @@ pub struct ServeArgs {
 
     /// Capacity of the streaming window queue in front of the batcher; a full queue sheds new windows.
     /// One-shot requests have their own queue (--predict-queue-capacity) and never take these places.
-    /// The default is eight batches of 32: about 0.4 s of work for one CPU core, so a saturated server
-    /// sheds rather than answering every window near the 2-s deadline (and holds 5.6 MiB of queued
-    /// input, not 23 MiB). Raise it with the batch size or for a faster execution provider.
+    /// The default, 256 windows, is about 0.3–0.5 s of work for one CPU core with the bundled model, so a
+    /// saturated server sheds rather than answering every window near the 2-s deadline (and holds 5.6 MiB
+    /// of queued input, not 23 MiB at 1,024). Raise it for a faster execution provider.
     #[arg(long, env = "CROSSL_QUEUE_CAPACITY", default_value_t = 256)]
     pub queue_capacity: usize,
 

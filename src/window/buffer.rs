@@ -504,7 +504,6 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(b.times_from(0).collect::<Vec<_>>(), r.ts.clone());
-                prop_assert_eq!(b.first_time(), r.ts.first().copied());
                 prop_assert_eq!(b.values.iter().copied().collect::<Vec<_>>(), r.values.clone());
                 prop_assert_eq!(b.len(), r.ts.len());
                 prop_assert_eq!(b.first_time(), r.ts.first().copied());

@@ -225,9 +225,9 @@ def run_fold(
     timings: dict = {m: {} for m in methods}
     for frac in fractions:
         idx = data.stratified_subset(y_tr, frac, fold_seed + int(round(frac * 1000)))
-        # crossl_finetune and crossl_routed's general copy are the same training (same start, seeds and
-        # config): train it once per fraction when both are asked for.
-        trained: dict[tuple[bool, bool], tuple] = {}
+        # crossl_finetune, crossl_routed's general copy and crossl_ens2's first member are the same training
+        # (same start, seeds and config): train it once per fraction when several are asked for.
+        trained: dict[tuple[bool, bool, str], tuple] = {}
         for method in methods:
             from_pretrained, frozen = METHODS[method]
             key = (from_pretrained, frozen, repr(METHOD_CLASSIFIER.get(method)))
