@@ -723,3 +723,21 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     launch(args, Hooks::default(), shutdown).await?.wait().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_batch_size_or_queue_is_refused_with_the_flag_named() {
+        let mut args = ServeArgs::defaults();
+        check_args(&args).expect("defaults are valid");
+        args.max_batch_size = Some(0);
+        let err = check_args(&args).expect_err("batch size 0 accepted");
+        assert!(err.to_string().contains("--max-batch-size"), "{err}");
+        let mut args = ServeArgs::defaults();
+        args.queue_capacity = 0;
+        let err = check_args(&args).expect_err("queue capacity 0 accepted");
+        assert!(err.to_string().contains("--queue-capacity"), "{err}");
+    }
+}

@@ -62,6 +62,8 @@ pub struct ServeArgs {
     /// auto. On a CPU core a small model runs fastest per window at small batches (its activations stay
     /// in cache): the bundled model does 854 windows/s at batch 4 and 706 at batch 32 on one core, and the
     /// service at saturation 405 against 299 predictions/s (docs/benchmarks.md). A GPU needs large ones.
+    /// `auto` keeps 256 when it falls back to CPU (the choice is made before the session exists): set
+    /// this flag with `auto` on machines that may have no GPU.
     #[arg(long, env = "CROSSL_MAX_BATCH_SIZE")]
     pub max_batch_size: Option<usize>,
 
