@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="results folder (nested_<subject>.json, nested.md)")
 
     p = sub.add_parser("nested-merge", help="one nested table from runs over different candidate sets (best inner score across them wins)")
-    p.add_argument("--results", type=Path, nargs="+", required=True, help="nested results folders (nested_<subject>.json)")
+    p.add_argument("--results", nargs="+", required=True, help="nested results folders (nested_<subject>.json); FOLDER=LABEL renames that run's candidates to name@LABEL (runs with other settings, e.g. another pre-training)")
     p.add_argument("--out", type=Path, required=True, help="folder for the merged nested_<subject>.json, nested.md, manifest_metrics.json")
 
     p = sub.add_parser("report", help="tables and plots from the fold JSONs in a results folder")
@@ -248,7 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     elif a.cmd == "nested-merge":
         from . import nested
 
-        runs = [[json.loads(f.read_text()) for f in sorted(d.glob("nested_p*.json"))] for d in a.results]
+        runs = []
+        for spec in a.results:
+            folder, _, label = spec.partition("=")
+            run = [json.loads(f.read_text()) for f in sorted(Path(folder).glob("nested_p*.json"))]
+            runs.append(nested.relabel(run, label) if label else run)
         results = sorted(nested.merge(runs), key=lambda r: r["test_subject"])
         a.out.mkdir(parents=True, exist_ok=True)
         for r in results:

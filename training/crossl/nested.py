@@ -145,6 +145,21 @@ def merge(runs: list[list[dict]]) -> list[dict]:
     return merged
 
 
+def relabel(run: list[dict], label: str) -> list[dict]:
+    """A run's candidates renamed `name@label`: for merging runs whose candidates share a method name but not
+    its settings (e.g. the same fine-tune on another pre-training), which `merge` would otherwise refuse."""
+    tag = lambda m: f"{m}@{label}"  # noqa: E731
+    return [
+        {
+            **r,
+            "candidates": [tag(m) for m in r["candidates"]],
+            "inner": {tag(m): v for m, v in r["inner"].items()},
+            "chosen": tag(r["chosen"]),
+        }
+        for r in run
+    ]
+
+
 def manifest_metrics(results: list[dict]) -> dict:
     """What `export --metrics` puts into model.json: the outer estimate, mean over the finished folds."""
     keys = ["all", "worst_single_unit_missing", "no_mag", "mean_over_unit_pairs", "acc_only"]

@@ -2,8 +2,8 @@
 (crossl.personal = src/store/personal.rs, same temperature and mixing) fitted on k = 1, 2, 5 labelled
 windows per class taken from the START of each recording (segments s01.. in time order), scored by
 macro-F1 on the rest of that subject's windows against the general model. Embeddings and general
-probabilities come from the exported ONNX model via onnxruntime (all 15 modalities present, or the sensor
-types --sensors keeps, absent both when labelling and after); no training.
+probabilities come from the exported ONNX model via onnxruntime (all 15 modalities present, or the subset
+--sensors keeps: by sensor type or without one body unit, absent both when labelling and after); no training.
 
     python training/experiments/personalise.py [--model models/crossl-dsads] [--subjects p1 p2 ...] [--sensors no_mag]
 
@@ -26,15 +26,21 @@ from crossl import data, personal  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-# --sensors: which sensor types a device has (the others absent for every window, as the service marks them).
-SENSOR_SETS = {"all": ("acc", "gyro", "mag"), "no_mag": ("acc", "gyro"), "acc_only": ("acc",)}
+# --sensors: which modalities a device has (the others absent for every window, as the service marks them):
+# by sensor type (no_mag, acc_only) or without one body unit (no_torso, no_right_arm, ...).
+SENSOR_SETS = {
+    "all": tuple(data.MODALITIES),
+    "no_mag": tuple(m for m in data.MODALITIES if data.modality_sensor(m) != "mag"),
+    "acc_only": tuple(m for m in data.MODALITIES if data.modality_sensor(m) == "acc"),
+    **{f"no_{u}": tuple(m for m in data.MODALITIES if not m.startswith(f"{u}_")) for u in data.UNITS},
+}
 
 
-def run_model(session, x: np.ndarray, sensors: tuple[str, ...] = SENSOR_SETS["all"]) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, embeddings) for channels-major windows [N, 45, 125]; modalities of other sensor types
-    are absent (zero input, present 0), as the service sends them."""
+def run_model(session, x: np.ndarray, present: tuple[str, ...] = SENSOR_SETS["all"]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, embeddings) for channels-major windows [N, 45, 125]; modalities not in `present` are
+    absent (zero input, present 0), as the service sends them."""
     c = data.CHANNELS_PER_MODALITY
-    keep = np.array([data.modality_sensor(m) in sensors for m in data.MODALITIES])
+    keep = np.array([m in present for m in data.MODALITIES])
     feeds = {
         f"x_{m}": np.ascontiguousarray(x[:, i * c : (i + 1) * c] * np.float32(keep[i]))
         for i, m in enumerate(data.MODALITIES)
@@ -58,7 +64,7 @@ def main() -> None:
         action="store_true",
         help="the subjects were held out of the model's training (a LOSO fold's model, personalise_loso.sh)",
     )
-    ap.add_argument("--sensors", choices=list(SENSOR_SETS), default="all", help="sensor types the device has")
+    ap.add_argument("--sensors", choices=list(SENSOR_SETS), default="all", help="modalities the device has: all, by sensor type, or without one body unit")
     ap.add_argument("--out", type=Path, default=REPO / "training" / "runs")
     a = ap.parse_args()
 
@@ -99,7 +105,7 @@ def main() -> None:
         f"{a.reject_distance}, combine {a.combine} (the service's defaults: 0.05, 0.25, replace; `crossl.personal` = src/store/personal.rs). k labelled "
         f"windows (5-s segments) per class from the start of each recording; macro-F1 on segments "
         f"s{max(a.k) + 1:02d}–s{data.SEGMENTS_PER_RECORDING} of every activity, "
-        + ("all 15 modalities present." if a.sensors == "all" else f"sensor types {'+'.join(SENSOR_SETS[a.sensors])} only (the rest absent throughout)."),
+        + ("all 15 modalities present." if a.sensors == "all" else f"device set {a.sensors}: {', '.join(SENSOR_SETS[a.sensors])} present (the rest absent throughout)."),
         "",
     ]
     trained_on = [s for s in subjects if s in seen] if seen else []

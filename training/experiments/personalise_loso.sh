@@ -16,3 +16,6 @@ for sensors in no_mag acc_only; do  # a device without some sensor types, absent
         .venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --combine $combine --sensors $sensors --out $out
     done
 done
+for unit in torso right_arm left_arm right_leg left_leg; do  # a device without one body unit (default rule only)
+    .venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --sensors no_$unit --out $out
+done

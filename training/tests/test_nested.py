@@ -84,3 +84,23 @@ def test_merge_picks_the_best_inner_candidate_across_runs_and_its_outer_score():
         assert "p1" in str(e)
     else:
         raise AssertionError("merged runs whose shared candidate disagrees")
+
+
+def test_relabel_lets_runs_with_other_settings_merge_as_distinct_candidates():
+    def row(t, inner, chosen):
+        return {"test_subject": t, "chosen": chosen, "outer": {"all": 0.9},
+                "inner": {m: {"selection_score": v} for m, v in inner.items()}, "candidates": list(inner)}  # fmt: skip
+
+    old = [row("p1", {"a": 0.8, "b": 0.7}, "a")]
+    dense = [row("p1", {"a": 0.85}, "a")]  # same method name, another pre-training: merge alone refuses it
+    try:
+        nested.merge([old, dense])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("merged runs whose shared candidate disagrees")
+    relabelled = nested.relabel(dense, "dense")
+    assert relabelled[0]["chosen"] == "a@dense" and relabelled[0]["candidates"] == ["a@dense"]
+    assert dense[0]["chosen"] == "a", "the input run is left as it was"
+    (merged,) = nested.merge([old, relabelled])
+    assert merged["chosen"] == "a@dense" and set(merged["inner"]) == {"a", "b", "a@dense"}
