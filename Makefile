@@ -56,7 +56,7 @@ test-rust:
 	cargo check --locked --features cuda --bin crossl-serve
 
 test-python:
-	CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q training/tests deploy/tests
+	CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q training/tests deploy/tests load-tests/tests
 
 test-interop:
 	ORT_DYLIB_PATH="$$(scripts/ort-dylib.sh)" CROSSL_SERVE_BIN=target/debug/crossl-serve $(PY) -m pytest -q tests/interop
@@ -86,7 +86,9 @@ load-test:
 	.venv/bin/k6 run -e DEVICES=50 -e SECONDS=30 -e CHUNK_MS=1000 load-tests/stream_grpc.js
 
 # Per-core capacity (load-tests/README.md): the release server pinned to CPU 0, crossl-loadgen pinned to
-# CPU 1, devices ramped in steps; the table goes to target/bench-capacity.md (JSON next to it). Own ports, so
+# CPU 1, devices ramped in steps; the table goes to target/bench-capacity.md (JSON next to it), followed by
+# the ratios to a bare ONNX Runtime session timed on CPU 0 with the server's batch and threads, right before
+# and right after the load (load-tests/capacity_ratio.py). Own ports, so
 # it does not collide with a `make run` on the defaults. BENCH_ARGS adds loadgen flags (e.g. --transport ws).
 BENCH_STEPS ?= 100,500,1000,2000,5000
 BENCH_STEP_SECONDS ?= 30
@@ -95,7 +97,7 @@ BENCH_GRPC ?= 127.0.0.1:15051
 BENCH_METRICS ?= 127.0.0.1:19090
 BENCH_SERVE_ARGS ?=
 BENCH_ARGS ?=
-bench-capacity: release
+bench-capacity: setup-runtime release
 	@ort="$$(scripts/ort-dylib.sh)"; \
 	ORT_DYLIB_PATH="$$ort" taskset -c 0 target/release/crossl-serve serve --model $(MODEL) \
 	  --http-addr $(BENCH_HTTP) --grpc-addr $(BENCH_GRPC) --metrics-addr $(BENCH_METRICS) $(BENCH_SERVE_ARGS) \
@@ -105,11 +107,17 @@ bench-capacity: release
 	  kill -0 $$pid 2>/dev/null || { cat target/bench-capacity-server.log; exit 1; }; sleep 0.5; done; \
 	curl -sf http://$(BENCH_HTTP)/readyz >/dev/null || { echo "server not ready"; exit 1; }; \
 	load_target=http://$(BENCH_GRPC); case " $(BENCH_ARGS) " in *" --transport ws"*) load_target=http://$(BENCH_HTTP);; esac; \
+	bare="taskset -c 0 $(PY) load-tests/capacity_ratio.py bare --server http://$(BENCH_HTTP) --model-dir $(MODEL)"; \
+	$$bare > target/bench-capacity-bare-before.jsonl || exit 1; \
 	taskset -c 1 target/release/crossl-loadgen --model $(MODEL) --target $$load_target \
 	  --steps $(BENCH_STEPS) --step-seconds $(BENCH_STEP_SECONDS) \
 	  --metrics-url http://$(BENCH_METRICS)/metrics --server-pid $$pid \
-	  --markdown target/bench-capacity.md --json target/bench-capacity.json $(BENCH_ARGS); \
-	echo "table written to target/bench-capacity.md"
+	  --markdown target/bench-capacity.md --json target/bench-capacity.json $(BENCH_ARGS) || exit 1; \
+	$$bare > target/bench-capacity-bare-after.jsonl || exit 1; \
+	$(PY) load-tests/capacity_ratio.py report --run target/bench-capacity.json \
+	  --bare target/bench-capacity-bare-before.jsonl target/bench-capacity-bare-after.jsonl \
+	  --markdown target/bench-capacity.md; \
+	echo "table and ratios written to target/bench-capacity.md"
 
 # Soak (load-tests/soak.py, docs/benchmarks.md "Soak"): fails when the server's RSS grows by more than 10 %
 # after warm-up. The CI version runs 60 s against the debug build (stable after ~20 s of load).
