@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", type=Path, help="JSON of summary metrics (e.g. from `report`) for the manifest")
     p.add_argument("--no-mag-expert", action="store_true", help="also train a head with the magnetometers always absent and route to it when no magnetometer is present")
     p.add_argument("--expert-coverage", type=float, help="with --no-mag-expert: pre-train the expert's starting point separately at this coverage (default: share the --coverage pre-training)")
+    p.add_argument("--recipe", choices=["crossl_finetune", "crossl_nomag25"], default="crossl_finetune", help="the nested candidate whose classifier settings to train (crossl_nomag25: magnetometers also removed from a quarter of the training windows); a pre-training already in --run-dir with the same settings is reused")
 
     a = parser.parse_args(argv)
     if hasattr(a, "threads"):
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         release(
             a.data, a.subjects, a.out, a.name, a.version, a.method, pre, clf, widths, a.head_hidden,
             a.hop, a.seed, a.cache_dir, a.run_dir, a.metrics, command, not a.no_centre_mag, a.no_mag_expert,
-            a.expert_coverage,
+            a.expert_coverage, a.recipe,
         )  # fmt: skip
 
 

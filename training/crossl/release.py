@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import data, export
-from .evaluate import build_model, modality_groups
+from .evaluate import METHOD_CLASSIFIER, build_model, modality_groups
 from .model import CroSSL, RoutedCroSSL, build_from_config
 from .train import ClassifierConfig, PretrainConfig, fresh_copy, pretrain, seed_everything, train_classifier
 
@@ -88,7 +88,11 @@ def release(
     centre_mag: bool = True,
     no_mag_expert: bool = False,
     expert_coverage: float | None = None,
+    recipe: str = "crossl_finetune",
 ) -> None:
+    """recipe: an evaluate/nested candidate whose classifier settings the release takes (crossl_finetune: the
+    plain ones; crossl_nomag25: magnetometers also removed from a quarter of the training windows)."""
+    clf_cfg = replace(clf_cfg, **METHOD_CLASSIFIER.get(recipe, {}))
     separate_expert = no_mag_expert and expert_coverage is not None and expert_coverage != pre_cfg.coverage
     if separate_expert and method == "supervised":
         raise ValueError("--expert-coverage needs pre-training; --method supervised has none")
@@ -102,9 +106,24 @@ def release(
     expert_pre_cfg = replace(pre_cfg, coverage=expert_coverage) if separate_expert else None
     pretrained = None
     if method != "supervised":
-        windows = ds.sliding_windows(subjects, hop)
-        print(f"pre-training on {len(windows)} unlabelled windows from {subjects}", flush=True)
-        history = pretrain(model, windows, pre_cfg, seed, run_dir / "release_pretrain.pt", desc="release pretrain")
+        ckpt = run_dir / "release_pretrain.pt"
+        # Reused only when everything that shaped it is the same; the random state after it comes back too,
+        # so what follows is what a run that pre-trained now would do (a second recipe on one pre-training).
+        key = {"pretrain": asdict(pre_cfg), "model": model.config, "hop": hop, "subjects": subjects, "seed": seed}
+        saved = torch.load(ckpt, weights_only=False) if ckpt.exists() else {}
+        reuse = saved.get("key") == key and len(saved.get("history", [])) == pre_cfg.epochs and "rng" in saved
+        windows = ds.sliding_windows(subjects, hop) if not reuse or expert_pre_cfg is not None else None
+        if reuse:
+            print(f"reusing the pre-training in {ckpt}", flush=True)
+            model.load_state_dict(saved["state"])
+            history = saved["history"]
+            np.random.set_state(saved["rng"]["numpy"])
+            torch.set_rng_state(saved["rng"]["torch"])
+        else:
+            print(f"pre-training on {len(windows)} unlabelled windows from {subjects}", flush=True)
+            history = pretrain(model, windows, pre_cfg, seed, ckpt, desc="release pretrain", checkpoint_key=key)
+            rng = {"numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+            torch.save({**torch.load(ckpt, weights_only=False), "rng": rng}, ckpt)
         if expert_pre_cfg is not None:
             # Same seed and the same amount of randomness as the first pre-training, so the expert's start
             # equals a plain release's at that coverage and the fine-tunes below are unchanged.
@@ -134,6 +153,7 @@ def release(
         "subjects": subjects,
         "labelled_windows": int(len(y)),
         "method": method,
+        "recipe": recipe,
         "command": command,
         "pretrain": {**asdict(pre_cfg), "hop_samples": hop, "epochs_run": len(history)},
         "classifier": asdict(clf_cfg),
