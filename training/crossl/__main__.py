@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import shlex
 import sys
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pretrained", type=Path, help="pre-trained checkpoint; omit for supervised from scratch")
     p.add_argument("--frozen", action="store_true", help="frozen encoder+aggregator (probe)")
     p.add_argument("--label-percent", type=float, default=100.0)
+    p.add_argument("--recipe", choices=["crossl_finetune", "crossl_nomag25"], default="crossl_finetune", help="the nested candidate whose classifier settings to train")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file")
 
     p = sub.add_parser("evaluate", help="leave-one-subject-out evaluation; writes fold JSONs, tables and plots")
@@ -210,11 +212,12 @@ def main(argv: list[str] | None = None) -> None:
         history = pretrain(model, ds.sliding_windows(a.subjects, a.hop), pre, a.seed, a.run_dir / "pretrain_last.pt")
         save_checkpoint(model, a.out, history=history, command=command)
     elif a.cmd == "finetune":
-        from .evaluate import build_model, modality_groups
+        from .evaluate import METHOD_CLASSIFIER, build_model, modality_groups
         from .release import load_checkpoint, save_checkpoint
         from .train import seed_everything, train_classifier
 
         _, clf, widths = _configs(a)
+        clf = replace(clf, **METHOD_CLASSIFIER.get(a.recipe, {}))
         ds = data.DSADS.load(a.data, a.subjects, a.cache_dir)
         x, y = ds.segments(a.subjects)
         seed_everything(a.seed)

@@ -4,10 +4,13 @@
 set -euo pipefail
 t=$1; shift
 train=$(echo p1 p2 p3 p4 p5 p6 | tr ' ' '\n' | grep -v "^$t$" | paste -sd,)
-ckpt=training/runs/nested/nested_$t/pretrain_$(echo $train | tr ',' '_').pt
-out=training/runs/personalise-loso/$t
+# NESTED (default training/runs/nested: 2.4.0's hop-100 pre-training; training/runs/dense/nested: 2.5.0's),
+# RECIPE (crossl_finetune or crossl_nomag25) and OUT (default training/runs/personalise-loso) choose the recipe.
+ckpt=${NESTED:-training/runs/nested}/nested_$t/pretrain_$(echo $train | tr ',' '_').pt
+out=${OUT:-training/runs/personalise-loso}/$t
 mkdir -p $out
-.venv/bin/python -m crossl finetune --threads 1 --coverage 0.5 --subjects $train --pretrained $ckpt --out $out/finetuned.pt
+.venv/bin/python -m crossl finetune --threads 1 --coverage 0.5 --subjects $train --pretrained $ckpt \
+    --recipe ${RECIPE:-crossl_finetune} --out $out/finetuned.pt
 .venv/bin/python -m crossl export --checkpoint $out/finetuned.pt --out $out/model --version fold-$t
 .venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --out $out
 .venv/bin/python training/experiments/personalise.py --model $out/model --subjects $t --held-out --combine product --out $out
