@@ -60,6 +60,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUNS, help="checkpoints and logs (git-ignored)")
 
 
+def _recipe(p: argparse.ArgumentParser, more: str = "") -> None:
+    p.add_argument(
+        "--recipe",
+        choices=["crossl_finetune", "crossl_nomag25"],  # one-network candidates of `evaluate`/`nested`
+        default="crossl_finetune",
+        help="the nested candidate whose classifier settings to train (crossl_nomag25: magnetometers also removed "
+        "from a quarter of the training windows)" + more,
+    )
+
+
 def _configs(a: argparse.Namespace) -> tuple[PretrainConfig, ClassifierConfig, tuple[int, ...]]:
     augment = None if a.no_augment else Augment(max_rotation_deg=a.rotate_deg, scale_sd=a.scale_sd)
     pre = PretrainConfig(
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pretrained", type=Path, help="pre-trained checkpoint; omit for supervised from scratch")
     p.add_argument("--frozen", action="store_true", help="frozen encoder+aggregator (probe)")
     p.add_argument("--label-percent", type=float, default=100.0)
-    p.add_argument("--recipe", choices=["crossl_finetune", "crossl_nomag25"], default="crossl_finetune", help="the nested candidate whose classifier settings to train")
+    _recipe(p)
     p.add_argument("--out", type=Path, required=True, help="checkpoint file")
 
     p = sub.add_parser("evaluate", help="leave-one-subject-out evaluation; writes fold JSONs, tables and plots")
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", type=Path, help="JSON of summary metrics (e.g. from `report`) for the manifest")
     p.add_argument("--no-mag-expert", action="store_true", help="also train a head with the magnetometers always absent and route to it when no magnetometer is present")
     p.add_argument("--expert-coverage", type=float, help="with --no-mag-expert: pre-train the expert's starting point separately at this coverage (default: share the --coverage pre-training)")
-    p.add_argument("--recipe", choices=["crossl_finetune", "crossl_nomag25"], default="crossl_finetune", help="the nested candidate whose classifier settings to train (crossl_nomag25: magnetometers also removed from a quarter of the training windows); a pre-training already in --run-dir with the same settings is reused")
+    _recipe(p, "; a finished pre-training already in --run-dir with the same settings is reused")
 
     a = parser.parse_args(argv)
     if hasattr(a, "threads"):

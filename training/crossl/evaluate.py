@@ -21,9 +21,11 @@ from .train import (
     ModalityGroups,
     PretrainConfig,
     encode_all,
+    finished_pretraining,
     fresh_copy,
     logits_from_embeddings,
     pretrain,
+    pretraining_key,
     seed_everything,
     train_classifier,
 )
@@ -151,12 +153,11 @@ def _pretrained(
     """The fold's pre-trained model: from `ckpt` when its key matches, else pre-trained (and saved) now."""
     seed_everything(fold_seed)
     model = build_model(mean, std, widths, head_hidden, centre_mag)
-    # A checkpoint is reused only when everything that shaped it is the same (else it is silently stale).
-    key = {"pretrain": asdict(pre_cfg), "model": model.config, "hop": hop, "subjects": train_subjects, "seed": fold_seed}
+    key = pretraining_key(pre_cfg, model, hop, train_subjects, fold_seed)
     if not needs_pretraining:
         return model, []  # only baselines from fresh weights: nothing to pre-train
-    saved = torch.load(ckpt) if ckpt.exists() else {}
-    if saved.get("key") == key and len(saved["history"]) == pre_cfg.epochs:
+    saved = finished_pretraining(ckpt, key, pre_cfg.epochs)
+    if saved is not None:
         model.load_state_dict(saved["state"])
         print(f"[{test_subject}] reusing {ckpt}", flush=True)
         return model, saved["history"]

@@ -14,7 +14,17 @@ import torch
 from . import data, export
 from .evaluate import METHOD_CLASSIFIER, build_model, modality_groups
 from .model import CroSSL, RoutedCroSSL, build_from_config
-from .train import ClassifierConfig, PretrainConfig, fresh_copy, pretrain, seed_everything, train_classifier
+from .train import (
+    ClassifierConfig,
+    PretrainConfig,
+    finished_pretraining,
+    fresh_copy,
+    pretrain,
+    pretraining_key,
+    seed_everything,
+    set_random_state,
+    train_classifier,
+)
 
 
 def _machine() -> str:
@@ -107,23 +117,20 @@ def release(
     pretrained = None
     if method != "supervised":
         ckpt = run_dir / "release_pretrain.pt"
-        # Reused only when everything that shaped it is the same; the random state after it comes back too,
-        # so what follows is what a run that pre-trained now would do (a second recipe on one pre-training).
-        key = {"pretrain": asdict(pre_cfg), "model": model.config, "hop": hop, "subjects": subjects, "seed": seed}
-        saved = torch.load(ckpt, weights_only=False) if ckpt.exists() else {}
-        reuse = saved.get("key") == key and len(saved.get("history", [])) == pre_cfg.epochs and "rng" in saved
+        # A finished pre-training with the same settings is reused, its random state with it, so what follows
+        # is what a run that pre-trained now would do (a second recipe on one pre-training).
+        key = pretraining_key(pre_cfg, model, hop, subjects, seed)
+        saved = finished_pretraining(ckpt, key, pre_cfg.epochs)
+        reuse = saved is not None and "rng" in saved
         windows = ds.sliding_windows(subjects, hop) if not reuse or expert_pre_cfg is not None else None
         if reuse:
             print(f"reusing the pre-training in {ckpt}", flush=True)
             model.load_state_dict(saved["state"])
             history = saved["history"]
-            np.random.set_state(saved["rng"]["numpy"])
-            torch.set_rng_state(saved["rng"]["torch"])
+            set_random_state(saved["rng"])
         else:
             print(f"pre-training on {len(windows)} unlabelled windows from {subjects}", flush=True)
             history = pretrain(model, windows, pre_cfg, seed, ckpt, desc="release pretrain", checkpoint_key=key)
-            rng = {"numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-            torch.save({**torch.load(ckpt, weights_only=False), "rng": rng}, ckpt)
         if expert_pre_cfg is not None:
             # Same seed and the same amount of randomness as the first pre-training, so the expert's start
             # equals a plain release's at that coverage and the fine-tunes below are unchanged.

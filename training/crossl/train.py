@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,30 @@ def device() -> torch.device:
 def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def random_state() -> dict:
+    """The global numpy and torch random state, in types `torch.load(weights_only=True)` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"numpy": [name, keys.tolist(), pos, has_gauss, cached], "torch": torch.get_rng_state()}
+
+
+def set_random_state(state: dict) -> None:
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
+def pretraining_key(cfg: PretrainConfig, model: CroSSL, hop: int, subjects: list[str], seed: int) -> dict:
+    """Everything that shapes a pre-training: a checkpoint is reused only when all of it is the same (else it
+    is silently stale)."""
+    return {"pretrain": asdict(cfg), "model": model.config, "hop": hop, "subjects": subjects, "seed": seed}
+
+
+def finished_pretraining(ckpt: Path, key: dict, epochs: int) -> dict | None:
+    """What `pretrain` saved at `ckpt` when it was made with `key` and ran all `epochs`; else None."""
+    saved = torch.load(ckpt) if ckpt.exists() else {}
+    return saved if saved.get("key") == key and len(saved.get("history", [])) == epochs else None
 
 
 @dataclass
@@ -214,7 +238,10 @@ def pretrain(
         print(f"[{desc}] epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            saved = {"state": model.state_dict(), "config": model.config, "history": history, "key": checkpoint_key}
+            # The random state after the epoch too: a run that reuses a finished pre-training restores it, and
+            # then trains exactly what a run that pre-trained would.
+            saved = {"state": model.state_dict(), "config": model.config, "history": history, "key": checkpoint_key,
+                     "rng": random_state()}  # fmt: skip
             torch.save(saved, checkpoint)
     model.cpu()
     return history
