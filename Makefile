@@ -13,7 +13,7 @@ DSADS_DIR ?= $(HOME)/.cache/crossl/dsads
 export CROSSL_DSADS_DIR := $(DSADS_DIR)
 
 .PHONY: help run build release setup-runtime setup-dev data test test-rust test-python test-interop test-client \
-        openapi lint bench demo load-test bench-capacity soak soak-ci
+        openapi lint bench demo load-test bench-capacity bench-gpu soak soak-ci
 
 help:
 	@echo "make run     - serve the bundled model (HTTP :8080, gRPC :50051, metrics :9090)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench   - criterion benchmarks (see docs/benchmarks.md)"
 	@echo "make load-test - k6 against a running server (make run in another terminal)"
 	@echo "make bench-capacity - per-core capacity table: server on CPU 0, crossl-loadgen on CPU 1"
+	@echo "make bench-gpu - GPU table (needs an NVIDIA GPU; EP=cpu smoke-tests the script)"
 	@echo "make soak    - 10-minute soak of the release build (RSS, devices joining/leaving, a misbehaving client)"
 	@echo "make lint    - cargo fmt --check + clippy -D warnings"
 
@@ -118,6 +119,12 @@ bench-capacity: setup-runtime release
 	  --bare target/bench-capacity-bare-before.jsonl target/bench-capacity-bare-after.jsonl \
 	  --markdown target/bench-capacity.md; \
 	echo "table and ratios written to target/bench-capacity.md"
+
+# GPU table (issue 18), on a machine with an NVIDIA GPU: ONNX Runtime's CUDA build into .venv-gpu, the
+# service built with `--features cuda`, refusal and reporting checks, bare CUDA session vs the service at
+# several batch sizes; target/bench-gpu.md. Settings (env): load-tests/gpu_capacity.sh's header.
+bench-gpu:
+	load-tests/gpu_capacity.sh
 
 # Soak (load-tests/soak.py, docs/benchmarks.md "Soak"): fails when the server's RSS grows by more than 10 %
 # after warm-up. The CI version runs 60 s against the debug build (stable after ~20 s of load).

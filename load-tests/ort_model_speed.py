@@ -1,5 +1,6 @@
 """Model compute alone: median ONNX Runtime time per batch of a model.onnx (CPU EP, 1 intra-op thread by
 default, all modalities present, random inputs). Pass several models to compare them, run alternately.
+`--provider cuda` runs the CUDA EP (onnxruntime-gpu) with host arrays in and out, as the service feeds it.
 
     .venv/bin/python load-tests/ort_model_speed.py OLD/model.onnx models/crossl-dsads/model.onnx
 """
@@ -13,11 +14,22 @@ import numpy as np
 import onnxruntime as ort
 
 
-def measure(models: list[str], batch: int, rounds: int = 5, iterations: int = 20, threads: int = 1) -> list[float]:
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def measure(
+    models: list[str], batch: int, rounds: int = 5, iterations: int = 20, threads: int = 1, provider: str = "cpu"
+) -> list[float]:
     """Median seconds per batch of each model, the models timed alternately (round-robin) so drift spreads."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    sessions = [ort.InferenceSession(m, opts, providers=["CPUExecutionProvider"]) for m in models]
+    ep = PROVIDERS[provider]
+    if ep not in ort.get_available_providers():
+        raise SystemExit(f"{ep} is not in this onnxruntime ({ort.get_available_providers()}): install onnxruntime-gpu")
+    sessions = [ort.InferenceSession(m, opts, providers=[ep]) for m in models]
+    for s in sessions:
+        if s.get_providers()[0] != ep:  # ONNX Runtime falls back to CPU silently when the EP cannot start
+            raise SystemExit(f"{ep} could not start (session runs on {s.get_providers()})")
     rng = np.random.default_rng(0)
     feeds = []
     for s in sessions:
@@ -45,12 +57,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     ap.add_argument("--iterations", type=int, default=20, help="timed runs per model per round")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads")
+    ap.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="execution provider")
     ap.add_argument("--json", action="store_true", help="one JSON object per model (ms_per_batch, windows_per_s)")
     a = ap.parse_args()
-    medians = measure(a.models, a.batch, a.rounds, a.iterations, a.threads)
+    medians = measure(a.models, a.batch, a.rounds, a.iterations, a.threads, a.provider)
     for m, med in zip(a.models, medians, strict=True):
         if a.json:
-            print(json.dumps({"model": m, "batch": a.batch, "threads": a.threads, "ms_per_batch": med * 1e3, "windows_per_s": a.batch / med}))
+            print(json.dumps({"model": m, "provider": a.provider, "batch": a.batch, "threads": a.threads, "ms_per_batch": med * 1e3, "windows_per_s": a.batch / med}))
         else:
             print(f"{m}: median {med * 1e3:.2f} ms per batch of {a.batch} ({a.batch / med:.0f} windows/s), {med / medians[0]:.2f}x the first")
 

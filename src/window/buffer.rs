@@ -327,10 +327,13 @@ impl ModalityBuffer {
         debug_assert_eq!(out.len(), n * self.channels);
         let max_gap = max_gap_periods * self.period + 1.0;
         let grid = |k: usize| end - (((n - k) as f64) * self.period).round() as i64;
+        let first = self.partition_point(grid(0));
+        if self.copy_exact(first, end, n, out) {
+            return n;
+        }
         let mut covered = vec![false; n];
         // Walk the samples once: `prev` is the last one before the grid point, `next` the first at or
         // after it (with their indices, for the values).
-        let first = self.partition_point(grid(0));
         let mut times = self
             .times_from(first.saturating_sub(1))
             .zip(first.saturating_sub(1)..);
@@ -372,6 +375,55 @@ impl ModalityBuffer {
             out.iter_mut().for_each(|v| *v = 0.0);
         }
         count
+    }
+}
+
+impl ModalityBuffer {
+    /// The common case of [`ModalityBuffer::resample`]: a device streaming at its nominal rate, so the
+    /// `n` grid points ending at `end` are exactly the `n` samples of one run from index `first` on. Then
+    /// every point is covered by its own sample and the values are copied (transposed to channel-major)
+    /// without a time computed per point. Taken only where that equality holds for every point: a whole
+    /// number of ns per period and sample indices small enough that `i · 1e9 / rate` is exact in an f64,
+    /// so run times and grid times are both exact arithmetic progressions and equal ends mean equal
+    /// points. Returns false (nothing written) otherwise. (`DeviceWindows::close` was the largest function
+    /// outside ONNX Runtime at saturation; docs/benchmarks.md.)
+    fn copy_exact(&self, first: usize, end: i64, n: usize, out: &mut [f32]) -> bool {
+        const EXACT: f64 = (1u64 << 53) as f64;
+        if n == 0 || self.period.fract() != 0.0 {
+            return false;
+        }
+        let mut skip = first;
+        let Some(run) = self.runs.iter().find(|r| {
+            let inside = skip < r.len as usize;
+            if !inside {
+                skip -= r.len as usize;
+            }
+            inside
+        }) else {
+            return false;
+        };
+        let last = skip + n - 1;
+        if last >= run.len as usize || (u64::from(run.k0) + last as u64) as f64 * 1e9 >= EXACT {
+            return false;
+        }
+        // Grid point k is at end − (n − k)·period: the first at end − n·period, the last one period before end.
+        let period = self.period as i64;
+        if self.run_time(run, skip as u32) != end - n as i64 * period
+            || self.run_time(run, last as u32) != end - period
+        {
+            return false;
+        }
+        let ch = self.channels;
+        let (mut k, mut c) = (0, 0);
+        for &v in self.values.range(first * ch..(first + n) * ch) {
+            out[c * n + k] = v;
+            c += 1;
+            if c == ch {
+                c = 0;
+                k += 1;
+            }
+        }
+        true
     }
 }
 
@@ -633,6 +685,88 @@ mod tests {
         }
         b.prune(2 * P);
         assert_eq!(b.first_time(), Some(2 * P + P / 2));
+    }
+
+    /// The same buffer, one run per sample: resampling it takes the general path.
+    fn one_run_per_sample(b: &ModalityBuffer) -> ModalityBuffer {
+        let mut r = ModalityBuffer::new(b.channels, b.rate_hz, 1 << 20);
+        for (i, t) in b.times_from(0).enumerate() {
+            r.runs.push_back(Run {
+                t0: t,
+                k0: 0,
+                len: 1,
+            });
+            r.len += 1;
+            r.values
+                .extend(b.values.range(i * b.channels..(i + 1) * b.channels));
+        }
+        r
+    }
+
+    #[test]
+    fn a_window_of_one_on_grid_run_is_copied_and_matches_the_general_path() {
+        // 25 Hz, 3 channels, streamed in 5-sample chunks from an arbitrary start on a 40 ms grid.
+        let (rate, ch, n) = (25.0, 3, 125);
+        let period = 40_000_000i64;
+        let mut b = ModalityBuffer::new(ch, rate, 1000);
+        let t0 = 1_733_400_000_000_000_000i64; // 2024-12-05, unix ns
+        let mut v = 0.0f32;
+        for chunk in 0..40 {
+            let rows: Vec<f32> = (0..5 * ch)
+                .map(|_| {
+                    v += 1.0;
+                    v
+                })
+                .collect();
+            b.insert(t0 + chunk * 5 * period, &rows, None, None, |_| false);
+        }
+        assert_eq!(b.runs.len(), 1);
+        let general = one_run_per_sample(&b);
+        for end in [t0 + 125 * period, t0 + 150 * period, t0 + 200 * period] {
+            let first = b.partition_point(end - n as i64 * period);
+            let mut copied = vec![f32::NAN; n * ch];
+            assert!(
+                b.copy_exact(first, end, n, &mut copied),
+                "on-grid window not copied"
+            );
+            let mut out = vec![f32::NAN; n * ch];
+            assert_eq!(b.resample(end, n, 2.0, &mut out), n);
+            assert_eq!(out, copied);
+            let mut expected = vec![f32::NAN; n * ch];
+            assert_eq!(general.resample(end, n, 2.0, &mut expected), n);
+            assert_eq!(out, expected);
+        }
+        // Off the grid by 1 ns, past the data, or across a hole: the general path, same answers.
+        let mut late = ModalityBuffer::new(ch, rate, 1000);
+        late.insert(t0, &vec![1.0; 100 * ch], None, None, |_| false);
+        late.insert(t0 + 110 * period, &vec![2.0; 100 * ch], None, None, |_| {
+            false
+        });
+        for (buf, end) in [
+            (&b, t0 + 125 * period + 1),
+            (&b, t0 + 201 * period),
+            (&late, t0 + 150 * period),
+        ] {
+            let first = buf.partition_point(end - n as i64 * period);
+            assert!(!buf.copy_exact(first, end, n, &mut vec![0.0; n * ch]));
+            let mut out = vec![0.0; n * ch];
+            let mut expected = vec![0.0; n * ch];
+            assert_eq!(
+                buf.resample(end, n, 2.0, &mut out),
+                one_run_per_sample(buf).resample(end, n, 2.0, &mut expected)
+            );
+            assert_eq!(out, expected);
+        }
+        // A period that is not a whole number of ns (30 Hz) never takes the copy.
+        let mut b30 = ModalityBuffer::new(1, 30.0, 1000);
+        b30.insert(0, &[0.0; 60], None, None, |_| false);
+        let end = sample_time(0, 40, 30.0);
+        assert!(!b30.copy_exact(
+            b30.partition_point(sample_time(0, 10, 30.0)),
+            end,
+            30,
+            &mut [0.0; 30]
+        ));
     }
 
     #[test]
