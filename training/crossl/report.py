@@ -228,10 +228,18 @@ def plots(summary: dict, folds: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
-def manifest_metrics(summary: dict, shipped: str | None = None) -> dict:
-    """The summary metrics `model.json` carries (`python -m crossl export|release --metrics FILE`)."""
-    if shipped is None:  # what `release` ships: with --no-mag-expert, crossl_routed
-        shipped = "crossl_routed" if "crossl_routed" in summary["quality_bar"] else "crossl_finetune"
+# What `release` can ship, in the order a results folder's summary picks it (with --no-mag-expert,
+# crossl_routed; else the plain fine-tune; a run of only the nomag25 recipe, e.g. few_labels.sh for 2.5.0).
+SHIPPABLE = ("crossl_routed", "crossl_finetune", "crossl_nomag25")
+
+
+def manifest_metrics(summary: dict, shipped: str | None = None) -> dict | None:
+    """The summary metrics `model.json` carries (`python -m crossl export|release --metrics FILE`); None when
+    the results hold no method that `release` ships (e.g. supervised alone)."""
+    if shipped is None:
+        shipped = next((m for m in SHIPPABLE if m in summary["quality_bar"]), None)
+        if shipped is None:
+            return None
     full = summary["label_fractions"][-1]
     q = summary["quality_bar"][shipped]
     return {
@@ -258,7 +266,9 @@ def write(results_dir: Path, out_dir: Path, folds: list[str] | None = None) -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out_dir / "tables.md").write_text(tables_markdown(summary, fold_results))
-    (out_dir / "manifest_metrics.json").write_text(json.dumps(manifest_metrics(summary), indent=1) + "\n")
+    metrics = manifest_metrics(summary)
+    if metrics is not None:
+        (out_dir / "manifest_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     for p in plots(summary, fold_results, out_dir / "plots"):
         print(f"wrote {p}")
     print(f"wrote {out_dir / 'summary.json'} and {out_dir / 'tables.md'}")
