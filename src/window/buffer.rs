@@ -114,13 +114,19 @@ impl ModalityBuffer {
         self.first = None;
     }
 
-    /// Sample times from index `i` on, in order.
-    fn times_from(&self, mut i: usize) -> impl Iterator<Item = i64> + '_ {
+    /// The run holding sample `i` and `i`'s offset in it; `(runs.len(), i − len)` past the last sample.
+    fn locate(&self, mut i: usize) -> (usize, usize) {
         let mut r = 0;
         while r < self.runs.len() && i >= self.runs[r].len as usize {
             i -= self.runs[r].len as usize;
             r += 1;
         }
+        (r, i)
+    }
+
+    /// Sample times from index `i` on, in order.
+    fn times_from(&self, i: usize) -> impl Iterator<Item = i64> + '_ {
+        let (r, i) = self.locate(i);
         self.runs.range(r..).enumerate().flat_map(move |(n, run)| {
             let skip = if n == 0 { i as u32 } else { 0 };
             (skip..run.len).map(move |k| self.run_time(run, k))
@@ -235,17 +241,13 @@ impl ModalityBuffer {
     /// in. A run's samples are one period apart, so a new sample between two of them is usually a
     /// duplicate; only a period that is not a whole number of ns can leave a 1-ns-wider step with room
     /// for one (e.g. 30 Hz).
-    fn insert_at(&mut self, mut pos: usize, t: i64) {
+    fn insert_at(&mut self, pos: usize, t: i64) {
         let single = Run {
             t0: t,
             k0: 0,
             len: 1,
         };
-        let mut r = 0;
-        while r < self.runs.len() && pos >= self.runs[r].len as usize {
-            pos -= self.runs[r].len as usize;
-            r += 1;
-        }
+        let (mut r, pos) = self.locate(pos);
         if r < self.runs.len() && pos > 0 {
             let run = self.runs[r];
             let k = pos as u32;
@@ -392,14 +394,8 @@ impl ModalityBuffer {
         if n == 0 || self.period.fract() != 0.0 {
             return false;
         }
-        let mut skip = first;
-        let Some(run) = self.runs.iter().find(|r| {
-            let inside = skip < r.len as usize;
-            if !inside {
-                skip -= r.len as usize;
-            }
-            inside
-        }) else {
+        let (r, skip) = self.locate(first);
+        let Some(run) = self.runs.get(r) else {
             return false;
         };
         let last = skip + n - 1;
